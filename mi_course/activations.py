@@ -1,0 +1,97 @@
+"""Activations captured with nnsight: the residual stream after each decoder layer,
+attention patterns, and the plots that show them.
+
+With transformers 5 a Llama decoder layer returns a plain tensor
+``[batch, pos, d_model]`` (older code indexed ``output[0]``); an attention module
+still returns a tuple ``(attn_output, attn_weights)``, whose weights are ``None``
+unless the model runs eager attention.
+
+Inside ``with model.nnsight.trace(prompt):`` modules must be read in forward order,
+and only ``.save()``d values (a list counts as one value) survive the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def residual_stream(model, prompt, position: int | None = None) -> torch.Tensor:
+    """The output of every decoder layer for one prompt, in one forward pass.
+
+    ``prompt``: a string or token ids ``[1, pos]``. Returns ``[n_layers, pos, d_model]``,
+    or ``[n_layers, d_model]`` at ``position`` (negative positions count from the end).
+    Entry ``l`` is layer ``l``'s output, so the last entry is *not* final-normed
+    (``output_hidden_states`` ends with the normed one instead).
+    """
+    lm = model.nnsight
+    with lm.trace(prompt):
+        if position is None:
+            outputs = [layer.output[0] for layer in lm.model.layers].save()
+        else:
+            outputs = [layer.output[0, position] for layer in lm.model.layers].save()
+    return torch.stack([out.detach() for out in outputs])
+
+
+def cosine_by_layer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of two ``[n_layers, d_model]`` stacks, layer by layer: ``[n_layers]``."""
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def positions_of(model, text: str, word: str) -> list[int]:
+    """Positions of the tokens of ``text`` that read ``word`` once stripped of spaces and
+    lower-cased (``" break"`` and ``"Break"`` both match ``"break"``; ``" breaks"`` does not)."""
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces = [model.tokenizer.decode([i]).strip().lower() for i in ids]
+    return [i for i, piece in enumerate(pieces) if piece == word.strip().lower()]
+
+
+@contextlib.contextmanager
+def eager_attention(model):
+    """Run ``model`` with eager attention inside the block (so attention modules return
+    their weights), then restore the implementation it had."""
+    before = model.hf.config._attn_implementation
+    model.hf.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        model.hf.set_attn_implementation(before)
+
+
+def attention_patterns(model, prompt) -> torch.Tensor:
+    """Attention weights of every layer for one prompt: ``[n_layers, head, q, k]``.
+
+    Row ``q`` of a head is a probability distribution over the key positions
+    ``k <= q`` (the model is causal).
+    """
+    with eager_attention(model):
+        lm = model.nnsight
+        with lm.trace(prompt):
+            patterns = [layer.self_attn.output[1][0] for layer in lm.model.layers].save()
+    return torch.stack([p.detach() for p in patterns])
+
+
+def plot_by_layer(curves: dict, title: str, yaxis: str = "cosine similarity"):
+    """A plotly line chart of per-layer values: ``curves`` maps a name to ``[n_layers]`` values."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, values in curves.items():
+        values = torch.as_tensor(values).tolist()
+        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title=yaxis, template="simple_white",
+                      width=750, height=420)
+    return fig
+
+
+def plot_attention(pattern: torch.Tensor, tokens: list[str], title: str = "attention pattern"):
+    """A plotly heatmap of one head's pattern ``[q, k]``: rows are the attending (query)
+    tokens, columns the attended-to (key) tokens."""
+    import plotly.express as px
+
+    labels = [f"{i} {t!r}" for i, t in enumerate(tokens)]
+    fig = px.imshow(pattern.detach().cpu().float(), x=labels, y=labels, zmin=0, zmax=1,
+                    color_continuous_scale="Blues", labels={"x": "key (attended to)", "y": "query"})
+    fig.update_layout(title=title, width=620, height=620)
+    return fig
