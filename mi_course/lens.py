@@ -1,0 +1,174 @@
+"""Early decoding: the logit lens, the residual stream split into attention and MLP
+outputs, and direct logit attribution (Llama-family models with RMSNorm).
+
+Conventions used throughout:
+
+- "lens layer" ``l`` in ``0..n_layers`` is the residual stream *after* ``l`` decoder
+  layers: ``0`` is the token embeddings, ``n_layers`` the raw output of the last layer.
+- the logit lens of a residual ``x`` is ``lm_head(norm(x))`` with the model's *final*
+  norm, which is exactly how the model turns its last residual into logits.
+- transformers 5 off-by-one: ``output_hidden_states=True`` returns ``n_layers + 1``
+  tensors whose **last one is already final-normed** (the raw output of the last
+  layer is not among them). :func:`hidden_states_lens` handles this; the three
+  ``residuals_*`` functions return the raw residuals, last layer included.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import torch
+
+
+def final_norm(model) -> torch.nn.Module:
+    """The model's final RMSNorm (``model.hf.model.norm`` for Llama-family models)."""
+    return model.hf.model.norm
+
+
+def lens_logits(model, resid: torch.Tensor) -> torch.Tensor:
+    """Logit lens of raw residuals: ``[..., d_model]`` -> ``[..., vocab]`` (final norm, then unembedding)."""
+    return model.hf.lm_head(final_norm(model)(resid))
+
+
+def hidden_states_lens(model, hidden_states, pos: int = -1, batch: int = 0) -> torch.Tensor:
+    """Lens logits ``[n_layers + 1, vocab]`` at one position from ``output_hidden_states``.
+
+    ``hidden_states``: the ``n_layers + 1`` tensors ``[batch, pos, d_model]`` of a
+    transformers-5 forward; the last one is already normed, so it is unembedded as is.
+    """
+    raw = torch.stack([h[batch, pos] for h in hidden_states[:-1]])
+    return torch.cat([lens_logits(model, raw), model.hf.lm_head(hidden_states[-1][batch, pos])[None]])
+
+
+def residuals_hooks(model, ids: torch.Tensor) -> torch.Tensor:
+    """Raw residual stream ``[n_layers + 1, batch, pos, d_model]`` with plain PyTorch forward hooks
+    (on the embedding and on every decoder layer's output)."""
+    inner = model.hf.model
+    saved = []
+
+    def keep(module, inputs, output):
+        saved.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [m.register_forward_hook(keep) for m in [inner.embed_tokens, *inner.layers]]
+    try:
+        model.hf(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(saved)
+
+
+def residuals_nnsight(model, ids: torch.Tensor) -> torch.Tensor:
+    """Raw residual stream ``[n_layers + 1, batch, pos, d_model]`` read with nnsight."""
+    lm = model.nnsight
+    with lm.trace(ids):
+        saved = [lm.model.embed_tokens.output] + [layer.output for layer in lm.model.layers]
+        saved = saved.save()
+    return torch.stack(list(saved))
+
+
+def residuals_bridge(model, ids: torch.Tensor) -> torch.Tensor:
+    """Raw residual stream ``[n_layers + 1, batch, pos, d_model]`` from TransformerLens'
+    ``TransformerBridge.run_with_cache`` (pass ids without BOS to match the other two)."""
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    _, cache = model.bridge.run_with_cache(ids, names_filter=lambda name: name in names)
+    return torch.stack([cache[name] for name in names])
+
+
+def answer_ranks(logits: torch.Tensor, token: int) -> torch.Tensor:
+    """Rank of ``token`` (0 = top) in each row of ``logits`` ``[layers, vocab]`` -> ``[layers]``."""
+    return (logits > logits[:, token : token + 1]).sum(-1)
+
+
+def first_top_layer(ranks) -> int | None:
+    """The first lens layer from which on the answer is the top token at every later layer
+    (``None`` if it is not the top token at the last one)."""
+    ranks = [int(r) for r in ranks]
+    first = None
+    for layer in range(len(ranks) - 1, -1, -1):
+        if ranks[layer] != 0:
+            break
+        first = layer
+    return first
+
+
+def component_outputs(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What each component writes into the residual stream, by forward hooks.
+
+    Returns ``embed`` ``[batch, pos, d_model]``, ``attn`` and ``mlp``
+    ``[n_layers, batch, pos, d_model]`` (each layer's ``self_attn`` output, before it is
+    added to the residual, and its ``mlp`` output), and ``final`` (the raw last residual,
+    ``embed + attn.sum(0) + mlp.sum(0)``).
+    """
+    inner = model.hf.model
+    saved = {"embed": [], "attn": [], "mlp": [], "final": []}
+
+    def keep(key):
+        return lambda module, inputs, output: saved[key].append(output[0] if isinstance(output, tuple) else output)
+
+    targets = [(inner.embed_tokens, "embed"), (inner.layers[-1], "final")]
+    targets += [(layer.self_attn, "attn") for layer in inner.layers] + [(layer.mlp, "mlp") for layer in inner.layers]
+    handles = [module.register_forward_hook(keep(key)) for module, key in targets]
+    try:
+        model.hf(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"embed": saved["embed"][0], "attn": torch.stack(saved["attn"]), "mlp": torch.stack(saved["mlp"]),
+            "final": saved["final"][0]}
+
+
+def logit_direction(model, answer: int, alternative: int) -> torch.Tensor:
+    """Unembedding direction ``[d_model]`` of the logit difference ``answer - alternative``."""
+    w_u = model.hf.lm_head.weight
+    return w_u[answer] - w_u[alternative]
+
+
+def direct_logit_attribution(model, parts: torch.Tensor, final: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Each part's direct effect on the logit difference along ``direction`` ``[d_model]``.
+
+    ``parts`` ``[..., d_model]`` are vectors added into the residual stream at one position and
+    ``final`` ``[d_model]`` is the raw last residual there. The final RMSNorm is linear once its
+    scale ``1 / rms(final)`` is frozen at the value of the actual forward, so the results sum
+    exactly to the model's logit difference. The approximation: a part's number is what it adds
+    *given* that scale; removing the part would also change the scale (and every later layer).
+    """
+    norm = final_norm(model)
+    scale = torch.rsqrt(final.pow(2).mean(-1) + norm.variance_epsilon)
+    return (parts * scale * norm.weight) @ direction
+
+
+def lens_grid(model, ids: torch.Tensor, positions=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top token id and its probability ``[n_layers + 1, n_positions]`` at ``positions`` (default all)
+    of the first prompt in ``ids``; only the requested positions are unembedded."""
+    positions = list(range(ids.shape[1])) if positions is None else list(positions)
+    resid = residuals_hooks(model, ids[:1])[:, 0, positions]
+    probs, top = lens_logits(model, resid).softmax(-1).max(-1)
+    return top, probs
+
+
+def lens_heatmap(model, ids: torch.Tensor, positions=None, title: str = "Logit lens") -> go.Figure:
+    """Plotly heatmap (lens layer x position): colour = top token's probability, text = the token."""
+    positions = list(range(ids.shape[1])) if positions is None else list(positions)
+    top, probs = lens_grid(model, ids, positions)
+    tok = model.tokenizer
+    text = [[repr(tok.decode([int(t)]))[1:-1] for t in row] for row in top]
+    columns = [f"{p}: {tok.decode([int(ids[0, p])])!r}" for p in positions]
+    fig = go.Figure(go.Heatmap(z=probs.numpy(), x=columns, y=list(range(top.shape[0])), text=text,
+                               texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
+                               colorbar={"title": "p(top)"}))
+    fig.update_layout(title=title, xaxis_title="position: input token", yaxis_title="lens layer",
+                      height=700, width=max(500, 110 * len(positions)))
+    return fig
+
+
+def contributions_figure(embed: float, attn, mlp, title: str = "Direct logit attribution") -> go.Figure:
+    """Plotly bar chart of direct contributions by layer: attention and MLP side by side, plus the embeddings."""
+    layers = list(range(len(attn)))
+    fig = go.Figure([
+        go.Bar(x=layers, y=[float(a) for a in attn], name="attention"),
+        go.Bar(x=layers, y=[float(m) for m in mlp], name="MLP"),
+        go.Bar(x=[-1], y=[float(embed)], name="embeddings"),
+    ])
+    fig.update_layout(title=title, barmode="group", xaxis_title="layer (-1 = embeddings)",
+                      yaxis_title="contribution to the logit difference")
+    return fig
