@@ -26,13 +26,14 @@ def refresh_header(notebook: Path) -> bool:
     return True
 
 
-def generate(lesson: str, release_dir: Path | None = None) -> Path:
+def generate(lesson: str, release_dir: Path | None = None, update_header: bool = True) -> Path:
     """Run nbgrader's ``generate_assignment`` for ``lesson`` into ``release_dir``
-    (default: the checkout's ``lessons/``); return the generated notebook."""
+    (default: the checkout's ``lessons/``); return the generated notebook.
+    ``update_header`` first brings the source's header cells up to date."""
     from nbgrader.apps import NbGraderAPI
 
-    root = course_root()
-    refresh_header(root / "solutions" / lesson / f"{lesson}.ipynb")
+    if update_header:
+        refresh_header(course_root() / "solutions" / lesson / f"{lesson}.ipynb")
     with tempfile.TemporaryDirectory(prefix="mi-course-release-") as work:
         config = nbgrader_config(Path(work), work=Path(work), release=release_dir)
         result = NbGraderAPI(config=config).generate_assignment(lesson, force=True, create=True)

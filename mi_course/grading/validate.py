@@ -5,21 +5,27 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import nbformat
+
 from mi_course.grading.config import nbgrader_config
 
 
 def validate(notebook: Path) -> dict:
     """Execute ``notebook`` and check its test cells with nbgrader's validator.
 
-    Returns nbgrader's result: keys among ``passed``, ``failed``, ``changed``,
-    ``type_changed``, each a list of ``{"source": ..., "error": ...}``.
+    Returns nbgrader's result (keys among ``failed``, ``changed``,
+    ``type_changed``, each a list of ``{"source": ..., "error": ...}``) plus
+    ``tests``: the number of test cells in the notebook.
     """
     from nbgrader.validator import Validator
 
+    nb = nbformat.read(notebook, as_version=4)
+    tests = sum(1 for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code")
     with tempfile.TemporaryDirectory(prefix="mi-course-validate-") as work:
         config = nbgrader_config(Path(work), work=Path(work), release=Path(work))
         config.Validator.validate_all = True
-        return Validator(config=config).validate(str(Path(notebook).resolve()))
+        results = Validator(config=config).validate(str(Path(notebook).resolve()))
+    return {**results, "tests": tests}
 
 
 def report(results: dict) -> tuple[str, bool]:
@@ -32,7 +38,10 @@ def report(results: dict) -> tuple[str, bool]:
             lines.append(f"✘ {title}: {first}")
             if item.get("error"):
                 lines.extend("    " + line for line in item["error"].strip().splitlines()[-6:])
-    passed = len(results.get("passed", []))
+    failed = len(results.get("failed", []))
     ok = not any(results.get(k) for k in ("type_changed", "changed", "failed"))
-    lines.append(f"{passed} test cell(s) passed" + ("." if ok else f", {len(results.get('failed', []))} failed."))
+    if results.get("type_changed") or results.get("changed"):
+        lines.append("The notebook's graded cells were modified: tests were not run.")
+    else:
+        lines.append(f"{results['tests'] - failed} of {results['tests']} test cell(s) passed.")
     return "\n".join(lines), ok

@@ -1,0 +1,62 @@
+"""The shared checks convert before comparing, and refuse objects that lie."""
+
+import numpy as np
+import pytest
+import torch
+
+from mi_course import checks
+
+
+class Liar:
+    """Equal to everything, like a hostile submission."""
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+
+def test_lying_objects_fail_every_conversion():
+    for convert in (checks.as_int, checks.as_float, checks.as_str, checks.as_list, checks.as_tensor):
+        with pytest.raises(checks.ExerciseError):
+            convert(Liar(), "answer")
+
+
+def test_str_subclass_is_copied_to_a_plain_str():
+    class LyingStr(str):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = str.__hash__
+
+    plain = checks.as_str(LyingStr("abc"))
+    assert type(plain) is str and plain != "xyz"
+
+
+def test_conversions_accept_plain_and_tensor_values():
+    assert checks.as_int(np.int64(3)) == 3 and checks.as_int(torch.tensor(4)) == 4
+    assert checks.as_float(torch.tensor([0.5])) == 0.5
+    with pytest.raises(checks.ExerciseError, match="should be an int"):
+        checks.as_int(True)
+    with pytest.raises(checks.ExerciseError, match="division by zero"):
+        checks.as_float(float("nan"))
+    with pytest.raises(checks.ExerciseError, match="shape"):
+        checks.as_tensor(torch.zeros(2, 3), shape=(3, 2))
+    assert checks.as_list((1, 2), item=checks.as_int) == [1, 2]
+
+
+def test_assert_close_reports_where_and_by_how_much():
+    with pytest.raises(checks.ExerciseError, match=r"index \(1,\)"):
+        checks.assert_close(torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]), "x")
+    checks.assert_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-6]), "x")
+    with pytest.raises(checks.ExerciseError, match="expected 2"):
+        checks.assert_close(3.0, 2.0, "y")
+
+
+def test_probabilities_check_recognises_logits():
+    logits = torch.randn(10) * 5
+    with pytest.raises(checks.ExerciseError, match="logits"):
+        checks.assert_probabilities(logits)
+    with pytest.raises(checks.ExerciseError, match="sums to"):
+        checks.assert_probabilities(torch.full((10,), 0.05))
+    checks.assert_probabilities(logits.softmax(-1))

@@ -1,0 +1,41 @@
+"""The `mi-course` command: exit codes a student or an instructor can rely on."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+LESSON = "01_tokens_and_logits"
+
+
+def run(*args, **env):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "mi_course.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **env}, timeout=900)
+
+
+def test_validate_exit_code_follows_the_tests():
+    ok = run("validate", f"solutions/{LESSON}/{LESSON}.ipynb")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "test cell(s) passed" in ok.stdout
+    bad = run("validate", f"lessons/{LESSON}/{LESSON}.ipynb")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAILED" in bad.stdout and "NotImplementedError" in bad.stdout
+
+
+def test_doctor_names_the_fix_when_the_model_is_not_prepared(tmp_path):
+    result = run("doctor", MI_COURSE_CACHE=str(tmp_path))
+    assert result.returncode == 1
+    assert "mi-course prepare" in result.stdout
+
+
+def test_doctor_passes_on_a_working_install():
+    result = run("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "' Paris'" in result.stdout
+
+
+def test_unknown_lesson_is_a_clear_error(tmp_path):
+    result = run("autograde", "99", str(tmp_path))
+    assert result.returncode == 2 and "Unknown lesson" in result.stderr

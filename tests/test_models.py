@@ -1,0 +1,78 @@
+"""The embedded model: prepared once, rebuilt when corrupt, one set of weights
+behind every library view, clear errors for models that are not available."""
+
+import shutil
+
+import pytest
+import torch
+
+from mi_course import models, tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.load_model()
+
+
+def test_embedded_model_predicts_paris(model):
+    ids = tokens.encode(model, "The Eiffel Tower is in the city of")
+    with torch.no_grad():
+        top = model.hf(ids).logits[0, -1].argmax()
+    assert model.tokenizer.decode(top) == " Paris"
+    assert not any(p.requires_grad for p in model.hf.parameters())
+    assert models.load_model() is model, "load_model should return the cached model"
+
+
+def test_all_library_views_share_the_weights_and_agree(model):
+    ids = tokens.encode(model, "The Colosseum is in the city of")
+    with torch.no_grad():
+        reference = model.hf(ids).logits
+    with model.nnsight.trace(ids):
+        via_nnsight = model.nnsight.output.logits.save()
+    assert torch.allclose(via_nnsight, reference, atol=1e-4)
+    with torch.no_grad():
+        via_bridge = model.bridge(ids)
+    assert torch.allclose(via_bridge, reference, atol=1e-3)
+    embed = model.hf.get_input_embeddings().weight
+    assert model.nnsight.model.embed_tokens.weight.data_ptr() == embed.data_ptr()
+    assert any(p.data_ptr() == embed.data_ptr() for p in model.bridge.parameters()), "the bridge copied the weights"
+    with torch.no_grad():
+        after = model.hf(ids).logits
+    assert torch.equal(after, reference), "building the views changed the transformers model"
+
+
+def test_pyvene_view_runs_on_the_same_module(model):
+    import pyvene as pv
+
+    config = pv.IntervenableConfig(
+        representations=[pv.RepresentationConfig(5, "block_output", "pos", 1)], intervention_types=pv.VanillaIntervention
+    )
+    intervenable = model.intervenable(config)
+    base = tokens.encode(model, "The Eiffel Tower is in the city of")
+    last = base.shape[1] - 1
+    # Patching a run into itself changes nothing.
+    _, out = intervenable({"input_ids": base}, [{"input_ids": base}], {"sources->base": ([[[last]]], [[[last]]])})
+    with torch.no_grad():
+        reference = model.hf(base).logits
+    assert torch.allclose(out.logits, reference, atol=1e-4)
+
+
+def test_unavailable_model_gives_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelNotAvailableError, match="no-such-org/no-such-model.*offline"):
+        models.load_model("no-such-org/no-such-model")
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    models.prepare_embedded()
+    source = models.embedded_model_dir()
+    monkeypatch.setenv("MI_COURSE_CACHE", str(tmp_path))
+    copy = models.embedded_model_dir()
+    shutil.copytree(source, copy)
+    assert models.embedded_is_prepared()
+    with open(copy / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    assert not models.embedded_is_prepared()
+    models.prepare_embedded(install=False)
+    assert models.embedded_is_prepared()
+    assert (copy / "model.safetensors").stat().st_size == (source / "model.safetensors").stat().st_size
