@@ -203,7 +203,9 @@ def _load_pretrained(path: str | Path, label: str):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        # Eager attention: attention weights are materialised (to read or patch), and the
+        # TransformerBridge would switch to it anyway, changing the numbers under other views.
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         how = (
