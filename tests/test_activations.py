@@ -70,13 +70,19 @@ def test_attention_patterns_match_transformers_and_restore_implementation(model)
     assert torch.allclose(patterns, torch.stack([a[0] for a in reference]), atol=1e-6)
 
 
-def test_eager_attention_restores_after_an_error(model):
+def test_eager_attention_switches_and_restores_after_an_error(model):
     before = model.hf.config._attn_implementation
-    with pytest.raises(RuntimeError):
-        with eager_attention(model):
-            assert model.hf.config._attn_implementation == "eager"
-            raise RuntimeError("boom")
-    assert model.hf.config._attn_implementation == before
+    model.hf.set_attn_implementation("sdpa")
+    try:
+        with pytest.raises(RuntimeError):
+            with eager_attention(model):
+                assert model.hf.config._attn_implementation == "eager"
+                raise RuntimeError("boom")
+        assert model.hf.config._attn_implementation == "sdpa"
+        assert attention_patterns(model, "one two").shape[-1] == 2
+        assert model.hf.config._attn_implementation == "sdpa"
+    finally:
+        model.hf.set_attn_implementation(before)
 
 
 def test_plots_build():
