@@ -143,4 +143,7 @@ def load_checkpoint(path: Path | str = CHECKPOINT):
 
 def load_trained():
     """The model shipped with the course (``addition_1layer.pt``): ``(model, config, history)``."""
+    if not CHECKPOINT.is_file():
+        raise FileNotFoundError(f"{CHECKPOINT.name} was not installed with mi_course.addition; reinstall the "
+                                "course package, or train the model yourself: model, history = train()")
     return load_checkpoint(CHECKPOINT)
