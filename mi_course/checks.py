@@ -23,8 +23,8 @@ def fail(message: str) -> None:
 
 
 def require(condition: bool, message: str) -> None:
-    """Fail with ``message`` unless ``condition`` holds (``condition`` is coerced with plain ``bool``)."""
-    if not bool(condition is True or (isinstance(condition, (bool, np.bool_)) and condition)):
+    """Fail with ``message`` unless ``condition`` (a plain or numpy/torch boolean computed by the check) holds."""
+    if not bool(condition):
         fail(message)
 
 

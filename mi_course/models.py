@@ -143,7 +143,8 @@ def default_device() -> str:
 class CourseModel:
     """One loaded model, seen through each library the course uses.
 
-    - ``hf``: the ``transformers`` model (``hf(ids).logits`` is ``[batch, pos, vocab]``)
+    - ``hf``: the ``transformers`` model (``hf(ids).logits`` is ``[batch, pos, vocab]``),
+      loaded with eager attention so attention weights exist and every view agrees
     - ``tokenizer``: its tokenizer (no BOS is prepended for SmolLM2)
     - ``nnsight``: an nnsight ``TransformersModel`` over the same module
     - ``bridge``: a TransformerLens ``TransformerBridge`` over the same module
