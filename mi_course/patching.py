@@ -1,0 +1,299 @@
+"""Causal interventions: activation patching, interchange interventions, head ablation, layer skipping.
+
+A *clean* prompt and a *corrupted* prompt of the same token length differ in the
+detail that decides the answer. Patching an activation from the clean run into the
+corrupted run and measuring how much of the clean answer comes back tells which
+activation carries that detail.
+
+Shapes: ``ids`` are ``[batch, pos]``; logits ``[batch, pos, vocab]``; a residual
+cache ``[n_layers, pos, d_model]``. For SmolLM2 the tokenizer adds no BOS, so
+position 0 is the prompt's first token.
+"""
+
+from __future__ import annotations
+
+import plotly.express as px
+import torch
+from tqdm.auto import tqdm
+
+from mi_course.tokens import encode, str_tokens, token_id
+
+COMPONENTS = ("block_output", "mlp_output", "attention_output")
+
+
+# --- prompts and metric -------------------------------------------------------------------------
+
+
+def prompt_pair(model, clean: str, corrupted: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``([1, pos], [1, pos])`` of a clean and a corrupted prompt; ValueError unless equal length."""
+    clean_ids, corrupted_ids = encode(model, clean), encode(model, corrupted)
+    if clean_ids.shape != corrupted_ids.shape:
+        raise ValueError(
+            f"Clean and corrupted prompts must have the same number of tokens, so that position p means the "
+            f"same slot in both runs: clean has {clean_ids.shape[1]} {str_tokens(model, clean)}, corrupted has "
+            f"{corrupted_ids.shape[1]} {str_tokens(model, corrupted)}. Pick words that are single tokens."
+        )
+    return clean_ids, corrupted_ids
+
+
+def answer_ids(model, correct: str, wrong: str) -> tuple[int, int]:
+    """Ids of the correct and the wrong answer, each required to be exactly one token."""
+    ids = token_id(model, correct), token_id(model, wrong)
+    if ids[0] == ids[1]:
+        raise ValueError(f"{correct!r} and {wrong!r} are the same token: a logit difference would be 0.")
+    return ids
+
+
+def logit_diff(logits: torch.Tensor, correct_id: int, wrong_id: int, position: int = -1) -> torch.Tensor:
+    """``logit[correct] - logit[wrong]`` at ``position`` (default: the last token): ``[batch, pos, vocab]`` -> ``[batch]``."""
+    at = logits[:, position]
+    return at[:, correct_id] - at[:, wrong_id]
+
+
+def normalised(value: torch.Tensor, clean_value: float, corrupted_value: float) -> torch.Tensor:
+    """Rescale a metric so that the corrupted run gives 0 and the clean run gives 1."""
+    return (value - corrupted_value) / (clean_value - corrupted_value)
+
+
+def first_difference(clean_ids: torch.Tensor, corrupted_ids: torch.Tensor) -> int:
+    """The first position where the two prompts' tokens differ (``[1, pos]`` each)."""
+    differ = (clean_ids[0] != corrupted_ids[0]).nonzero()
+    if len(differ) == 0:
+        raise ValueError("The clean and corrupted prompts are identical.")
+    return int(differ[0])
+
+
+# --- activation patching with nnsight -----------------------------------------------------------
+
+
+def residual_cache(model, ids: torch.Tensor) -> torch.Tensor:
+    """Every decoder layer's output (the residual stream after layer l): ``[1, pos]`` -> ``[n_layers, pos, d_model]``."""
+    lm = model.nnsight
+    with lm.trace(ids):
+        outs = [layer.output for layer in lm.model.layers].save()
+    return torch.stack([o[0] for o in outs])
+
+
+def patch_residual_loop(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:
+    """Logit difference after patching the clean residual into the corrupted run, one forward per cell.
+
+    Returns ``[len(layers), len(positions)]``.
+    """
+    cache = residual_cache(model, clean_ids)
+    lm = model.nnsight
+    result = torch.zeros(len(layers), len(positions))
+    for i, layer in enumerate(tqdm(layers, desc="loop: layers")):
+        for j, pos in enumerate(positions):
+            with lm.trace(corrupted_ids):
+                lm.model.layers[layer].output[0, pos] = cache[layer, pos]
+                logits = lm.lm_head.output.save()
+            result[i, j] = logit_diff(logits, correct_id, wrong_id)[0]
+    return result
+
+
+def patch_residual_batched(
+    model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions, batch_size: int = 64
+) -> torch.Tensor:
+    """The same sweep as :func:`patch_residual_loop`, many patched runs per forward pass.
+
+    Row ``r`` of a batch is a copy of the corrupted prompt whose residual is patched at
+    its own cell ``(layer, pos)``. Returns ``[len(layers), len(positions)]``.
+    """
+    cache = residual_cache(model, clean_ids)
+    cells = [(layer, pos) for layer in layers for pos in positions]
+    lm = model.nnsight
+    diffs = []
+    for start in tqdm(range(0, len(cells), batch_size), desc="batched"):
+        chunk = cells[start : start + batch_size]
+        with lm.trace(corrupted_ids.expand(len(chunk), -1), logits_to_keep=1):
+            for layer in sorted({c[0] for c in chunk}):
+                rows = [r for r, c in enumerate(chunk) if c[0] == layer]
+                pos = [chunk[r][1] for r in rows]
+                lm.model.layers[layer].output[rows, pos] = cache[layer, pos]
+            logits = lm.lm_head.output.save()
+        diffs.append(logit_diff(logits, correct_id, wrong_id))
+    return torch.cat(diffs).reshape(len(layers), len(positions))
+
+
+def _component(lm, layer: int, component: str):
+    """The nnsight module whose output pyvene calls ``component`` at ``layer``."""
+    block = lm.model.layers[layer]
+    return {"block_output": block, "mlp_output": block.mlp, "attention_output": block.self_attn}[component]
+
+
+def _component_output(module, component: str):
+    """The ``[batch, pos, d_model]`` tensor of a component (attention returns a tuple)."""
+    return module.output[0] if component == "attention_output" else module.output
+
+
+def patch_component_layers(
+    model, clean_ids, corrupted_ids, correct_id, wrong_id, component: str, positions
+) -> torch.Tensor:
+    """Logit difference after patching ``component``'s clean output at ``positions`` of one layer, for each layer.
+
+    One batched forward: row l patches layer l. Returns ``[n_layers]``.
+    """
+    lm = model.nnsight
+    positions = list(positions)
+    with lm.trace(clean_ids):
+        clean = [_component_output(_component(lm, layer, component), component) for layer in range(model.n_layers)].save()
+    with lm.trace(corrupted_ids.expand(model.n_layers, -1), logits_to_keep=1):
+        for layer in range(model.n_layers):
+            out = _component_output(_component(lm, layer, component), component)
+            out[layer, positions] = clean[layer][0, positions]
+        logits = lm.lm_head.output.save()
+    return logit_diff(logits, correct_id, wrong_id)
+
+
+def nnsight_patch(model, clean_ids, corrupted_ids, layer: int, component: str, position: int) -> torch.Tensor:
+    """Corrupted-run logits ``[1, pos, vocab]`` with ``component``'s clean output patched at one (layer, position)."""
+    lm = model.nnsight
+    with lm.trace(clean_ids):
+        clean = _component_output(_component(lm, layer, component), component)[0, position].save()
+    with lm.trace(corrupted_ids):
+        _component_output(_component(lm, layer, component), component)[0, position] = clean
+        logits = lm.lm_head.output.save()
+    return logits.detach().clone()
+
+
+def pyvene_config(layer: int, component: str):
+    """A pyvene config swapping one position of ``component`` at ``layer`` (a vanilla interchange)."""
+    import pyvene
+
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
+    return pyvene.IntervenableConfig(
+        representations=[pyvene.RepresentationConfig(layer, component, "pos", 1)],
+        intervention_types=pyvene.VanillaIntervention,
+    )
+
+
+def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, position: int) -> torch.Tensor:
+    """:func:`nnsight_patch` done with pyvene: the base is the corrupted run, the source the clean run."""
+    intervenable = model.intervenable(pyvene_config(layer, component))
+    _, out = intervenable(
+        {"input_ids": corrupted_ids}, [{"input_ids": clean_ids}], {"sources->base": ([[[position]]], [[[position]]])}
+    )
+    return out.logits.detach().clone()
+
+
+# --- head ablation ------------------------------------------------------------------------------
+
+
+def head_dim(model) -> int:
+    """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2)."""
+    return model.hf.config.hidden_size // model.hf.config.num_attention_heads
+
+
+def mean_head_inputs(model, ids: torch.Tensor) -> torch.Tensor:
+    """Mean of every layer's ``o_proj`` input at the last position over prompts: ``[batch, pos]`` -> ``[n_layers, d_model]``.
+
+    The ``o_proj`` input is the concatenation of the query heads' outputs (with GQA,
+    each query head still has its own slice, even though heads share keys and values).
+    """
+    lm = model.nnsight
+    with lm.trace(ids):
+        means = [layer.self_attn.o_proj.input[:, -1].mean(0) for layer in lm.model.layers].save()
+    return torch.stack(list(means))
+
+
+def ablate_heads(model, ids, heads, mean: torch.Tensor | None = None, batch_size: int = 128) -> torch.Tensor:
+    """Last-position logits ``[len(heads), vocab]``, row r with head ``heads[r] = (layer, head)`` ablated.
+
+    The head's slice of the ``o_proj`` input at the last position is replaced by zeros, or by
+    ``mean[layer]``'s slice (``[n_layers, d_model]``, from :func:`mean_head_inputs`). Earlier
+    positions are not touched, so they run once and every row reuses their keys and values:
+    each row then costs one token of compute.
+    """
+    d_head, layers = head_dim(model), model.hf.model.layers
+    heads = list(heads)
+    out = []
+    for start in range(0, len(heads), batch_size):
+        chunk = heads[start : start + batch_size]
+        cache = model.hf(ids[:, :-1], use_cache=True).cache
+        cache.batch_repeat_interleave(len(chunk))
+
+        def ablate(layer):
+            def hook(module, args):
+                x = args[0].clone()  # [rows, 1, d_model]: the query heads' outputs at the last position
+                for r, (l, h) in enumerate(chunk):
+                    if l == layer:
+                        cols = slice(h * d_head, (h + 1) * d_head)
+                        x[r, :, cols] = 0.0 if mean is None else mean[layer, cols]
+                return (x,)
+
+            return hook
+
+        hooks = [layers[l].self_attn.o_proj.register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]
+        try:
+            logits = model.hf(ids[:, -1:].expand(len(chunk), 1), cache=cache).logits
+        finally:
+            for hook in hooks:
+                hook.remove()
+        out.append(logits[:, -1])
+    return torch.cat(out)
+
+
+# --- layer and sublayer skipping ----------------------------------------------------------------
+
+
+def skip_logits(model, ids, skips) -> torch.Tensor:
+    """Last-position logits ``[len(skips), batch, vocab]``, one row of skips per run.
+
+    ``skips`` is a list of runs, each a list of ``(layer, part)`` with part ``"block"``
+    (the layer's output becomes its input), ``"attn"`` or ``"mlp"`` (that sublayer adds
+    nothing to the residual stream).
+    """
+    lm = model.nnsight
+    batch = ids.shape[0]
+    runs = [list(s) for s in skips]
+    big = ids.repeat(len(runs), 1)
+    with lm.trace(big, logits_to_keep=1):
+        for layer in range(model.n_layers):
+            block = lm.model.layers[layer]
+            block_rows = _rows(runs, layer, "block", batch)
+            if block_rows:
+                skipped = block.input[block_rows].clone()  # read first: nnsight visits modules in forward order
+            attn_rows = _rows(runs, layer, "attn", batch)
+            if attn_rows:
+                block.self_attn.output[0][attn_rows] = 0.0
+            mlp_rows = _rows(runs, layer, "mlp", batch)
+            if mlp_rows:
+                block.mlp.output[mlp_rows] = 0.0
+            if block_rows:
+                block.output[block_rows] = skipped
+        logits = lm.lm_head.output.save()
+    return logits[:, -1].reshape(len(runs), batch, -1)
+
+
+def _rows(runs, layer: int, part: str, batch: int) -> list[int]:
+    """Batch rows of the runs that skip ``part`` of ``layer`` (each run has ``batch`` rows)."""
+    return [r * batch + b for r, run in enumerate(runs) if (layer, part) in run for b in range(batch)]
+
+
+def answer_rank(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Rank of each answer among the vocabulary (0 = top): ``[..., vocab]``, ``[...]`` -> ``[...]``."""
+    answer_logit = logits.gather(-1, answer.unsqueeze(-1))
+    return (logits > answer_logit).sum(-1)
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def position_labels(model, ids: torch.Tensor, positions) -> list[str]:
+    """Unique axis labels ``"9: ' John'"`` for ``positions`` of ``ids`` (``[1, pos]``)."""
+    return [f"{p}: {model.tokenizer.decode([int(ids[0, p])])!r}" for p in positions]
+
+
+def heatmap(values: torch.Tensor, x: list, y: list, title: str, zmid: float = 0.0, label: str = "value"):
+    """A plotly heatmap of ``[len(y), len(x)]`` values on a red-white-blue scale centred at ``zmid``."""
+    return px.imshow(
+        values.detach().cpu().float().numpy(),
+        x=[str(v) for v in x],
+        y=[str(v) for v in y],
+        color_continuous_scale="RdBu",
+        color_continuous_midpoint=zmid,
+        aspect="auto",
+        labels={"color": label},
+        title=title,
+    )

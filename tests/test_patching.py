@@ -1,0 +1,127 @@
+"""mi_course.patching on the embedded model: batched == loop, pyvene == nnsight, ablation and skipping are exact."""
+
+import pytest
+import torch
+
+from mi_course import load_model
+from mi_course import patching as pt
+from mi_course.tokens import encode, token_id
+
+CLEAN = "When John and Mary went to the store, John gave a drink to"
+CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def pair(model):
+    clean_ids, corrupted_ids = pt.prompt_pair(model, CLEAN, CORRUPTED)
+    return clean_ids, corrupted_ids, *pt.answer_ids(model, " Mary", " John")
+
+
+def test_prompt_pair_refuses_unequal_lengths(model):
+    with pytest.raises(ValueError, match="same number of tokens"):
+        pt.prompt_pair(model, CLEAN, CLEAN.replace("Mary", "Maximilian"))
+
+
+def test_answer_ids_refuse_multi_token_and_identical_answers(model):
+    with pytest.raises(ValueError, match="not one"):
+        pt.answer_ids(model, " 5", " 6")  # ' 5' is ['Ġ', '5']
+    with pytest.raises(ValueError, match="same token"):
+        pt.answer_ids(model, " Mary", " Mary")
+
+
+def test_logit_diff_and_normalised():
+    logits = torch.zeros(2, 3, 5)
+    logits[:, -1, 1], logits[:, -1, 4] = 3.0, 1.0
+    logits[:, 0, 1] = 50.0
+    assert torch.equal(pt.logit_diff(logits, 1, 4), torch.tensor([2.0, 2.0]))
+    assert torch.equal(pt.logit_diff(logits, 1, 4, position=0), torch.tensor([50.0, 50.0]))
+    assert torch.allclose(pt.normalised(torch.tensor([-1.0, 1.0, 3.0]), 3.0, -1.0), torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_first_difference(pair):
+    clean_ids, corrupted_ids, *_ = pair
+    assert pt.first_difference(clean_ids, corrupted_ids) == 9
+    with pytest.raises(ValueError):
+        pt.first_difference(clean_ids, clean_ids)
+
+
+def test_residual_cache_matches_hidden_states(model, pair):
+    clean_ids = pair[0]
+    cache = pt.residual_cache(model, clean_ids)
+    hidden = model.hf(clean_ids, output_hidden_states=True).hidden_states
+    assert cache.shape == (model.n_layers, clean_ids.shape[1], model.d_model)
+    assert torch.allclose(cache[3], hidden[4][0], atol=1e-5)
+
+
+def test_batched_sweep_equals_loop(model, pair):
+    layers, positions = [0, 20, 29], [9, 13]
+    loop = pt.patch_residual_loop(model, *pair, layers, positions)
+    batched = pt.patch_residual_batched(model, *pair, layers, positions, batch_size=4)  # chunks split a layer
+    assert torch.allclose(loop, batched, atol=1e-3)
+    clean_ld = pt.logit_diff(model.hf(pair[0]).logits, pair[2], pair[3])
+    assert torch.allclose(batched[2, 1], clean_ld[0], atol=1e-3)  # last layer, last position = clean run
+
+
+@pytest.mark.parametrize("component", pt.COMPONENTS)
+def test_pyvene_and_nnsight_give_the_same_patched_logits(model, pair, component):
+    clean_ids, corrupted_ids, *_ = pair
+    a = pt.pyvene_patch(model, clean_ids, corrupted_ids, 20, component, 9)
+    b = pt.nnsight_patch(model, clean_ids, corrupted_ids, 20, component, 9)
+    assert a.shape == b.shape == (1, clean_ids.shape[1], model.hf.config.vocab_size)
+    assert (a - b).abs().max() < 1e-4
+    assert (b - model.hf(corrupted_ids).logits).abs().max() > 1e-3  # the patch did something
+
+
+def test_component_layers_match_single_patches(model, pair):
+    clean_ids, corrupted_ids, correct, wrong = pair
+    batched = pt.patch_component_layers(model, clean_ids, corrupted_ids, correct, wrong, "attention_output", [13])
+    single = pt.nnsight_patch(model, clean_ids, corrupted_ids, 23, "attention_output", 13)
+    assert batched.shape == (model.n_layers,)
+    assert torch.allclose(batched[23], pt.logit_diff(single, correct, wrong)[0], atol=1e-3)
+
+
+def test_ablate_heads_reuses_the_prefix_exactly(model, pair):
+    clean_ids = pair[0]
+    lm, d = model.nnsight, pt.head_dim(model)
+    mean = pt.mean_head_inputs(model, clean_ids)
+    got_zero = pt.ablate_heads(model, clean_ids, [(23, 3), (5, 0)])
+    got_mean = pt.ablate_heads(model, clean_ids, [(23, 3)], mean=mean)
+    for row, (layer, head) in enumerate([(23, 3), (5, 0)]):
+        with lm.trace(clean_ids):
+            lm.model.layers[layer].self_attn.o_proj.input[0, -1, head * d : (head + 1) * d] = 0.0
+            want = lm.lm_head.output.save()
+        assert torch.allclose(got_zero[row], want[0, -1], atol=1e-3)
+    # mean of a single prompt's last position is that prompt's own value: mean ablation changes nothing
+    assert torch.allclose(got_mean[0], model.hf(clean_ids).logits[0, -1], atol=1e-3)
+
+
+def test_skip_logits(model):
+    ids = encode(model, ["1 2 3 4 ", "Monday, Tuesday, Wednesday, Thursday,"])
+    answers = torch.tensor([token_id(model, "5"), token_id(model, " Friday")])
+    logits = pt.skip_logits(model, ids, [[], [(0, "block")], [(4, "attn"), (4, "mlp")], [(0, "mlp")]])
+    assert logits.shape == (4, 2, model.hf.config.vocab_size)
+    assert torch.allclose(logits[0], model.hf(ids).logits[:, -1], atol=1e-3)
+    # skipping both sublayers of a block is skipping the block
+    block4 = pt.skip_logits(model, ids, [[(4, "block")]])[0]
+    assert torch.allclose(logits[2], block4, atol=1e-3)
+    assert (pt.answer_rank(logits[0], answers) == 0).all()
+    assert (pt.answer_rank(logits[1], answers) > 0).all()
+
+
+def test_answer_rank():
+    logits = torch.tensor([[0.5, 3.0, -1.0], [1.0, 0.0, 2.0]])
+    assert pt.answer_rank(logits, torch.tensor([1, 1])).tolist() == [0, 2]
+
+
+def test_heatmap_and_labels(model, pair):
+    labels = pt.position_labels(model, pair[0], [9, 13])
+    assert labels == ["9: ' John'", "13: ' to'"]
+    fig = pt.heatmap(torch.zeros(3, 2), labels, [0, 1, 2], "t")
+    assert fig.data[0].z.shape == (3, 2)
