@@ -12,9 +12,11 @@ TransformerLens, pyvene) without a second copy in memory.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -147,9 +149,12 @@ class CourseModel:
       loaded with eager attention so attention weights exist and every view agrees
     - ``tokenizer``: its tokenizer (no BOS is prepended for SmolLM2)
     - ``nnsight``: an nnsight ``TransformersModel`` over the same module
-    - ``bridge``: a TransformerLens ``TransformerBridge`` over the same module
+    - ``bridge``: a TransformerLens ``TransformerBridge`` over the same weights
       (its ``to_tokens`` prepends BOS; compatibility mode is *not* enabled,
-      because it folds weights in place and would change ``hf`` too)
+      because it folds weights in place and would change ``hf`` too). The bridge
+      replaces the layers of the model it wraps with its own wrappers, so it wraps
+      a twin module tree that shares every parameter tensor with ``hf``: ``hf``
+      and ``nnsight`` are left exactly as they were.
     - ``intervenable(config)``: a pyvene ``IntervenableModel`` over the same module
     """
 
@@ -180,8 +185,10 @@ class CourseModel:
         if "bridge" not in self._views:
             from transformer_lens import TransformerBridge
 
+            shared = {id(t): t for t in itertools.chain(self.hf.parameters(), self.hf.buffers())}
+            twin = copy.deepcopy(self.hf, memo=shared)
             self._views["bridge"] = TransformerBridge.boot_transformers(
-                self.hf.config._name_or_path, hf_model=self.hf, tokenizer=self.tokenizer, device=self.device
+                self.hf.config._name_or_path, hf_model=twin, tokenizer=self.tokenizer, device=self.device
             )
         return self._views["bridge"]
 

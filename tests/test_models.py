@@ -39,6 +39,7 @@ def test_all_library_views_share_the_weights_and_agree(model):
     with torch.no_grad():
         after = model.hf(ids).logits
     assert torch.equal(after, reference), "building the views changed the transformers model"
+    assert type(model.hf.model.layers[0]).__name__ == "LlamaDecoderLayer", "the bridge rewired model.hf"
 
 
 def test_pyvene_view_runs_on_the_same_module(model):
