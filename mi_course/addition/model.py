@@ -4,7 +4,8 @@ a short training loop with the loss on the answer tokens only, and checkpoints.
 
 ``load_trained()`` loads the checkpoint shipped with the package, which
 ``train(AdditionConfig())`` produced (one CPU thread; same seed and thread count
-give the same weights).
+give the same weights); ``load_trained(2)`` the 2-layer model that
+``train(AdditionConfig(n_layers=2))`` produced.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from tqdm.auto import tqdm
 
 from mi_course.addition import data
 
-CHECKPOINT = Path(__file__).with_name("addition_1layer.pt")
+CHECKPOINTS = {1: Path(__file__).with_name("addition_1layer.pt"), 2: Path(__file__).with_name("addition_2layer.pt")}
 
 
 @dataclasses.dataclass
 class AdditionConfig:
     """Everything that decides the trained weights (with the thread count)."""
 
+    n_layers: int = 1
     d_model: int = 64
     n_heads: int = 3
     d_head: int = 16
@@ -43,13 +45,13 @@ class AdditionConfig:
 
 
 def build_model(config: AdditionConfig):
-    """A freshly initialised 1-layer ``TransformerBridge`` (LayerNorm, ReLU MLP, learned positions)."""
+    """A freshly initialised ``TransformerBridge`` (LayerNorm, ReLU MLP, learned positions)."""
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge.sources.native import boot
 
     return boot(
         TransformerBridgeConfig(
-            n_layers=1, n_heads=config.n_heads, d_model=config.d_model, d_head=config.d_head,
+            n_layers=config.n_layers, n_heads=config.n_heads, d_model=config.d_model, d_head=config.d_head,
             d_mlp=config.d_mlp, n_ctx=data.N_CTX, d_vocab=data.D_VOCAB, act_fn="relu",
             normalization_type="LN", seed=config.seed,
         )
@@ -130,7 +132,7 @@ def save_checkpoint(model, config: AdditionConfig, history: dict, path: Path | s
                 "history": history}, path)
 
 
-def load_checkpoint(path: Path | str = CHECKPOINT):
+def load_checkpoint(path: Path | str):
     """Read a checkpoint: returns ``(model, config, history)`` with the model in eval mode."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     fields = dict(saved["config"])
@@ -141,9 +143,11 @@ def load_checkpoint(path: Path | str = CHECKPOINT):
     return model.eval(), config, saved["history"]
 
 
-def load_trained():
-    """The model shipped with the course (``addition_1layer.pt``): ``(model, config, history)``."""
-    if not CHECKPOINT.is_file():
-        raise FileNotFoundError(f"{CHECKPOINT.name} was not installed with mi_course.addition; reinstall the "
-                                "course package, or train the model yourself: model, history = train()")
-    return load_checkpoint(CHECKPOINT)
+def load_trained(n_layers: int = 1):
+    """A model shipped with the course, trained by ``train(AdditionConfig(n_layers=n_layers))``:
+    ``(model, config, history)``."""
+    path = CHECKPOINTS[n_layers]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} was not installed with mi_course.addition; reinstall the course "
+                                f"package, or train it yourself: train(AdditionConfig(n_layers={n_layers}))")
+    return load_checkpoint(path)
