@@ -76,8 +76,13 @@ def cmd_validate(args) -> int:
 def cmd_autograde(args) -> int:
     from mi_course.course import lesson_name
     from mi_course.grading.autograde import autograde
+    from mi_course.grading.sandbox import Limits
 
-    results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None)
+    limits = Limits(cell_timeout=args.cell_timeout, wall=args.wall, cpu=args.cpu, memory=int(args.memory * 2**30))
+    results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None,
+                        work_dir=Path(args.work) if args.work else None,
+                        feedback_dir=Path(args.feedback) if args.feedback else None,
+                        limits=limits, isolation=args.isolation, force=args.force)
     for r in results:
         print(f"{r.student:<20} {r.total:6.1f}  {r.status}")
     if args.csv:
@@ -110,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("lesson")
     p.add_argument("submissions", metavar="DIR")
     p.add_argument("--csv", default=None, help="write grades here (one row per student)")
+    p.add_argument("--feedback", default=None, help="HTML feedback folder (default: feedback/ next to --csv)")
+    p.add_argument("--work", default=None,
+                   help="keep nbgrader's gradebook and results here: a re-run resumes and reuses unchanged rows")
+    p.add_argument("--force", action="store_true", help="with --work: regrade every submission")
+    p.add_argument("--isolation", choices=["auto", "required", "off"], default="auto",
+                   help="sandbox the student's kernel (auto: if the system allows it, else warn)")
+    p.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
+    p.add_argument("--wall", type=float, default=1800, help="seconds per submission (default 1800)")
+    p.add_argument("--cpu", type=int, default=1800, help="CPU seconds per submission's kernel (default 1800)")
+    p.add_argument("--memory", type=float, default=8, help="GiB of address space for the kernel (default 8)")
     p.set_defaults(func=cmd_autograde)
 
     args = parser.parse_args(argv)

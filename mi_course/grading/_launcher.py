@@ -1,0 +1,180 @@
+"""Start a grading kernel inside limits: ``python _launcher.py SETTINGS -- <kernel command...>``.
+
+Standalone on purpose (no ``mi_course`` import): it runs before the kernel, as
+the kernel's parent. SETTINGS is JSON (see ``sandbox.Sandbox``):
+
+- ``rlimits``: ``{"AS": bytes, "CPU": seconds, "FSIZE": bytes, "NOFILE": n}``;
+- ``isolate``: enter new user, mount, network and PID namespaces, hide
+  ``hide`` (folders replaced by empty read-only tmpfs), give fresh private
+  tmpfs to ``scratch`` (``/tmp``, ``/dev/shm``...), make every other mount
+  read-only except the folders in ``writable`` (the student's working folder,
+  the kernel's connection/socket folder), which keep their paths;
+With no kernel command it only checks that the isolation works (exit 0).
+
+Exit status 3 with a message on stderr when isolation was asked for and fails.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+INSIDE_ID = 1000
+# statvfs flag -> mount flag, for the flags a remount in a user namespace must keep.
+_KEEP = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC,
+         os.ST_NOATIME: MS_NOATIME, os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
+# Kernel file systems left as they are (writes there need privileges, or are devices).
+_SKIP = ("/proc", "/sys", "/dev")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {source or ''} on {target}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _mountpoints() -> list[str]:
+    """Mount points of this mount namespace (field 5 of mountinfo, octal escapes decoded)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p.encode().decode("unicode_escape") for p in points]
+
+
+def _readonly_everywhere(keep: list[str]) -> None:
+    """Remount every mount read-only except ``keep`` and kernel file systems."""
+    for point in _mountpoints():
+        if point in keep or any(point == s or point.startswith(s + "/") for s in _SKIP):
+            continue
+        try:
+            st = os.statvfs(point)
+        except OSError:
+            continue  # hidden under another mount
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        flags |= sum(m for s, m in _KEEP.items() if st.f_flag & s)
+        _mount(None, point, None, flags)
+
+
+def isolate(settings: dict) -> None:
+    """Enter the namespaces and arrange the mounts; the caller then forks (PID namespace)."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare")
+    # A non-root uid inside (even for a root grader): the kernel loses every capability when it
+    # execs, so it cannot unmount what hides the secrets.
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid or INSIDE_ID} {uid} 1")
+    _write("/proc/self/gid_map", f"{gid or INSIDE_ID} {gid} 1")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def arrange_mounts(settings: dict) -> None:
+    """Inside the new PID namespace: fresh /proc, hidden folders, scratch tmpfs, read-only rest."""
+    writable = [os.path.realpath(p) for p in settings.get("writable", [])]
+    # Keep the writable folders reachable through descriptors while their parents get hidden.
+    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in writable]
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    scratch = [os.path.realpath(p) for p in settings.get("scratch", [])]
+    hide = [os.path.realpath(p) for p in settings.get("hide", [])]
+    mounted = []
+    for path in sorted(set(scratch + hide), key=len):
+        if not os.path.isdir(path):
+            continue  # absent, or already under a hidden parent
+        size = "size=256m,mode=1777" if path in scratch else "size=1m,mode=755"
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, size)
+        mounted.append(path)
+    for path, fd in zip(writable, fds):
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
+        os.close(fd)
+    # Hidden folders: read-only once the writable folders below them have their mount points.
+    for path in mounted:
+        if path in hide:
+            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _readonly_everywhere(keep=writable + [p for p in mounted if p in scratch])
+
+
+def set_limits(limits: dict) -> None:
+    for name, value in limits.items():
+        if value:
+            which = getattr(resource, f"RLIMIT_{name}")
+            hard = value + 5 if name == "CPU" else value  # SIGXCPU first, SIGKILL 5 s later
+            resource.setrlimit(which, (int(value), int(hard)))
+
+
+def _exec(command: list[str], settings: dict) -> None:
+    set_limits(settings.get("rlimits", {}))
+    if settings.get("cwd"):
+        os.chdir(settings["cwd"])
+    os.execvp(command[0], command)
+
+
+def main(argv: list[str]) -> int:
+    split = argv.index("--") if "--" in argv else len(argv)
+    settings = json.loads(argv[1]) if split > 1 else {}
+    command = argv[split + 1:]
+    if not settings.get("isolate"):
+        if not command:
+            return 0
+        _exec(command, settings)
+    try:
+        isolate(settings)
+    except (OSError, AttributeError) as err:
+        print(f"mi-course sandbox: cannot isolate the kernel: {err}", file=sys.stderr)
+        return 3
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # PID 1 of the new namespace
+        os.close(read)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        try:
+            arrange_mounts(settings)
+        except OSError as err:
+            os.write(write, f"mi-course sandbox: cannot arrange mounts: {err}".encode())
+            os._exit(3)
+        os.close(write)
+        if not command:
+            os._exit(0)
+        # Home-folder state goes to the private /tmp (the home folder is read-only).
+        for name, folder in (("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib"), ("XDG_CONFIG_HOME", "config")):
+            os.environ[name] = f"/tmp/{folder}"
+        _exec(command, settings)
+    os.close(write)
+    # The kernel gets SIGINT from jupyter_client through the process group: don't die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
+    error = os.read(read, 4096).decode()
+    if error:
+        print(error, file=sys.stderr)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    return 3 if error else os.waitstatus_to_exitcode(status) % 256
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

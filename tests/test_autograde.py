@@ -1,0 +1,307 @@
+"""The autograder against a corpus of hostile and broken submissions.
+
+To stay fast the corpus is graded on a small model-free lesson built like lesson 1
+(header, answer cells, test cells with hidden tests, a written question) in a
+temporary course. tests/test_lessons.py grades every real lesson with the same code.
+"""
+
+import hashlib
+import json
+import shutil
+import textwrap
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from mi_course.grading.autograde import autograde
+from mi_course.grading.release import generate
+from mi_course.grading.sandbox import Limits, isolation_available
+from mi_course.grading.tamper import Unreadable, read_submission
+
+from conftest import ROOT
+
+LESSON = "01_mini"
+ISOLATED = isolation_available()[0]
+LIMITS = Limits(cell_timeout=4, wall=25, cpu=12, memory=1 * 2**30, output=256 * 2**10)
+
+
+def _meta(grade_id, *, solution=False, grade=False, points=0):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
+            "solution": solution}
+    if grade:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def _lesson() -> nbformat.NotebookNode:
+    """Lesson-1-like source notebook: two autograded exercises (1 and 2 points), one written question."""
+    lesson1 = nbformat.read(ROOT / "solutions" / "01_tokens_and_logits" / "01_tokens_and_logits.ipynb", 4)
+    header = [c for c in lesson1.cells if "mi-course-header" in c.metadata.get("tags", [])]
+    code = lambda src, **m: new_code_cell(textwrap.dedent(src).strip(), metadata=_meta(**m) if m else {})  # noqa: E731
+    cells = header + [
+        new_markdown_cell("# Mini lesson\nA model-free lesson for the grader's tests."),
+        code("SECRET_FREE = 1"),
+        new_markdown_cell("### Exercise 1 — double"),
+        code("""
+            def double(x):
+                ### BEGIN SOLUTION
+                return 2 * x
+                ### END SOLUTION
+            """, grade_id="ex1_double", solution=True),
+        code("""
+            _v = double(3)
+            assert type(_v) is int, f"double(3) must be an int, got {type(_v).__name__}"
+            assert _v == 6, f"double(3) should be 6, got {_v}"
+            ### BEGIN HIDDEN TESTS
+            for _x in range(-5, 6):
+                assert type(double(_x)) is int and double(_x) == 2 * _x
+            ### END HIDDEN TESTS
+            """, grade_id="ex1_double_test", grade=True, points=1),
+        new_markdown_cell("### Exercise 2 — the answer"),
+        code("""
+            ### BEGIN SOLUTION
+            answer = 42
+            ### END SOLUTION
+            """, grade_id="ex2_answer", solution=True),
+        code("""
+            assert type(answer) is int, f"answer must be an int, got {type(answer).__name__}"
+            ### BEGIN HIDDEN TESTS
+            assert int(answer) == 42
+            ### END HIDDEN TESTS
+            """, grade_id="ex2_answer_test", grade=True, points=2),
+        new_markdown_cell("### Question 3 (written)"),
+        new_markdown_cell("Because.", metadata=_meta("q3_written", solution=True, grade=True, points=1)),
+    ]
+    nb = new_notebook(cells=cells, metadata={"kernelspec": lesson1.metadata.kernelspec})
+    for i, cell in enumerate(nb.cells):
+        cell.id = cell.get("id") or f"cell-{i}"
+    return nb
+
+
+def _insert_after(nb, grade_id, source):
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    nb.cells.insert(at + 1, new_code_cell(source))
+    return nb
+
+
+def _cell(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _hostile_code(course, submissions, work):
+    """A cell that tries to read the hidden tests, the gradebook and other submissions, write
+    outside its folder and reach the network; it prints what worked."""
+    return textwrap.dedent(f"""
+        import ctypes, os, socket
+        _got = []
+        for _p in [{str(course / "solutions")!r}, {str(work)!r}, {str(submissions)!r}]:
+            if ctypes.CDLL(None).umount2(_p.encode(), 2) == 0:  # MNT_DETACH: undo the hiding?
+                _got.append("unmounted " + _p)
+        for _p in [{str(course / "solutions" / LESSON / f"{LESSON}.ipynb")!r}, {str(work / "gradebook.db")!r},
+                   {str(submissions / "solution" / f"{LESSON}.ipynb")!r}]:
+            try:
+                open(_p, "rb").read(10); _got.append("read " + _p)
+            except OSError:
+                pass
+        for _p in [{str(work / "PWNED")!r}, {str(submissions / "PWNED")!r}, {str(course / "PWNED")!r}]:
+            try:
+                open(_p, "w").write("x")  # may land in a private scratch copy: checked from outside
+            except OSError:
+                pass
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=2); _got.append("network")
+        except OSError:
+            pass
+        print("LEAKS:", _got)
+        """)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A course checkout with the mini lesson, its released notebook, and MI_COURSE_ROOT pointing at it."""
+    import os
+
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(ROOT / "autograder", root / "autograder")
+    (root / "solutions" / LESSON).mkdir(parents=True)
+    nbformat.write(_lesson(), root / "solutions" / LESSON / f"{LESSON}.ipynb")
+    old = os.environ["MI_COURSE_ROOT"]
+    os.environ["MI_COURSE_ROOT"] = str(root)
+    generate(LESSON, release_dir=root / "lessons", update_header=False)
+    yield root
+    os.environ["MI_COURSE_ROOT"] = old
+
+
+def _corpus(course, submissions, work) -> dict[str, bytes | nbformat.NotebookNode | None]:
+    solution = lambda: nbformat.read(course / "solutions" / LESSON / f"{LESSON}.ipynb", 4)  # noqa: E731
+    released = lambda: nbformat.read(course / "lessons" / LESSON / f"{LESSON}.ipynb", 4)  # noqa: E731
+    cases = {"solution": solution(), "released": released()}
+    cases["empty"] = b""
+    cases["invalid_json"] = json.dumps(nbformat.writes(solution()))[:500].encode()
+    cases["not_a_notebook"] = b'{"hello": "world"}'
+    cases["wrong_lesson"] = (ROOT / "lessons" / "01_tokens_and_logits" / "01_tokens_and_logits.ipynb").read_bytes()
+    cases["no_notebook"] = None
+    cases["os_exit"] = _insert_after(solution(), "ex1_double_test", "import os\nos._exit(1)")
+    cases["infinite_loop"] = _insert_after(solution(), "ex1_double_test", "while True:\n    pass")
+    cases["uninterruptible_loop"] = _insert_after(
+        solution(), "ex1_double_test", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+    cases["memory_bomb"] = _insert_after(
+        solution(), "ex1_double_test", "_hog = []\nwhile True:\n    _hog.append(bytearray(64 * 2**20))")
+    cases["gigantic_output"] = _insert_after(solution(), "ex1_double_test", "for _i in range(200):\n    print('x' * 100_000)")
+    nb = released()
+    _cell(nb, "ex1_double_test").source = "pass"
+    cases["edited_test"] = nb
+    nb = solution()
+    nb.cells.remove(_cell(nb, "ex1_double_test"))
+    cases["deleted_test"] = nb
+    nb = released()
+    nb.cells.remove(_cell(nb, "ex2_answer_test"))
+    cases["deleted_test_stub"] = nb
+    nb = released()
+    cell = _cell(nb, "ex2_answer_test")
+    del cell.metadata["nbgrader"]
+    cell.source = "pass"
+    cases["unmarked_test"] = nb
+    nb = released()
+    _cell(nb, "ex1_double_test").cell_type = "markdown"
+    cases["changed_cell_type"] = nb
+    nb = solution()
+    nb.cells.remove(_cell(nb, "ex2_answer"))
+    cases["deleted_answer"] = nb
+    nb = released()
+    dup = nbformat.from_dict(json.loads(json.dumps(_cell(solution(), "ex2_answer_test"))))
+    dup.source, dup.id = "answer = 42", "dup"
+    nb.cells.append(dup)
+    cases["duplicated_graded_cell"] = nb
+    nb = solution()
+    for cell in nb.cells:
+        del cell["id"]
+    nb.nbformat_minor = 4
+    cases["missing_cell_ids"] = nb
+    nb = solution()
+    _cell(nb, "ex2_answer").source = textwrap.dedent("""
+        class _Liar(int):
+            def __eq__(self, other):
+                return True
+        answer = _Liar(7)
+        """)
+    cases["lying_object"] = nb
+    cases["isolation_probe"] = _insert_after(solution(), "ex1_double_test", _hostile_code(course, submissions, work))
+    return cases
+
+
+def _write(submissions, cases):
+    for student, content in cases.items():
+        folder = submissions / student
+        folder.mkdir(parents=True)
+        if isinstance(content, bytes):
+            (folder / f"{LESSON}.ipynb").write_bytes(content)
+        elif content is not None:
+            (folder / f"{LESSON}.ipynb").write_text(json.dumps(content, indent=1))
+        else:
+            (folder / "notes.txt").write_text("forgot the notebook")
+
+
+def _digests(folder):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def graded(course, tmp_path_factory):
+    base = tmp_path_factory.mktemp("grading")
+    submissions, work = base / "submissions", base / "work"
+    _write(submissions, _corpus(course, submissions, work))
+    before = _digests(submissions)
+    results = autograde(LESSON, submissions, base / "out" / "grades.csv", work_dir=work, limits=LIMITS)
+    return {"results": {r.student: r for r in results}, "before": before, "submissions": submissions,
+            "work": work, "csv": base / "out" / "grades.csv", "base": base}
+
+
+# student -> (expected scores of ex1_double_test and ex2_answer_test, words the status must contain)
+EXPECTED = {
+    "solution": ((1, 2), ["graded"]),
+    "released": ((0, 0), ["graded"]),
+    "empty": ((0, 0), ["error: empty file"]),
+    "invalid_json": ((0, 0), ["error: invalid JSON"]),
+    "not_a_notebook": ((0, 0), ["error: not a Jupyter notebook"]),
+    "wrong_lesson": ((0, 0), ["error: not a notebook of lesson 01_mini"]),
+    "no_notebook": ((0, 0), ["error: no single notebook"]),
+    "os_exit": ((1, 0), ["the kernel died", "cell"]),
+    "infinite_loop": ((1, 2), ["timed out after 4 s"]),
+    "uninterruptible_loop": ((1, 0), ["timed out", "kernel"]),
+    "memory_bomb": ((1, 2), ["memory limit hit"]),
+    "gigantic_output": ((1, 2), ["output over 256 KiB truncated"]),
+    "edited_test": ((0, 0), ["edited test cell ex1_double_test (source; restored)"]),
+    "deleted_test": ((1, 2), ["deleted test cell ex1_double_test (re-inserted)"]),
+    "deleted_test_stub": ((0, 0), ["deleted test cell ex2_answer_test (re-inserted)"]),
+    "unmarked_test": ((0, 0), ["deleted test cell ex2_answer_test (re-inserted)"]),
+    "changed_cell_type": ((0, 0), ["edited test cell ex1_double_test (type code->markdown"]),
+    "deleted_answer": ((1, 0), ["deleted graded cell ex2_answer"]),
+    "duplicated_graded_cell": ((0, 0), ["duplicated graded cell ex2_answer_test"]),
+    "missing_cell_ids": ((1, 2), ["cell(s) without a cell id"]),
+    "lying_object": ((1, 0), ["graded"]),
+    "isolation_probe": ((1, 2), ["graded"]),
+}
+
+
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_corpus_case(graded, student):
+    result = graded["results"][student]
+    (ex1, ex2), words = EXPECTED[student]
+    assert (result.scores["ex1_double_test"], result.scores["ex2_answer_test"]) == (ex1, ex2), result.status
+    for word in words:
+        assert word in result.status, result.status
+    if result.status.startswith("graded"):
+        assert result.feedback and "<html" in open(result.feedback).read(2000).lower()
+
+
+def test_clean_submissions_have_a_plain_status(graded):
+    assert graded["results"]["solution"].status == "graded"
+    assert graded["results"]["lying_object"].status == "graded"
+
+
+def test_batch_completes_with_one_row_per_student(graded):
+    rows = graded["csv"].read_text().strip().splitlines()
+    assert rows[0] == "student,ex1_double_test,ex2_answer_test,total,status"
+    assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(EXPECTED)
+
+
+def test_submissions_are_untouched(graded):
+    assert _digests(graded["submissions"]) == graded["before"]
+
+
+@pytest.mark.skipif(not ISOLATED, reason="user namespaces unavailable here: the kernel is not isolated")
+def test_kernel_is_isolated(graded, course):
+    nb = nbformat.read(graded["work"] / "autograded" / "isolation_probe" / LESSON / f"{LESSON}.ipynb", 4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "LEAKS: []" in printed, printed
+    for folder in (graded["work"], graded["submissions"], course):
+        assert not (folder / "PWNED").exists()
+
+
+def test_regrading_is_idempotent_and_resumes(graded, course):
+    """A second run over the same work folder reuses every stored row; a forced re-grade of a
+    few students gives the same rows again."""
+    again = autograde(LESSON, graded["submissions"], work_dir=graded["work"], limits=LIMITS)
+    assert {r.student: (r.status, r.scores) for r in again} == {
+        s: (r.status, r.scores) for s, r in graded["results"].items()}
+    few = graded["base"] / "few"
+    for student in ("solution", "deleted_test", "empty"):
+        shutil.copytree(graded["submissions"] / student, few / student)
+    forced = autograde(LESSON, few, work_dir=graded["work"], limits=LIMITS, force=True)
+    assert {r.student: (r.status, r.scores) for r in forced} == {
+        r.student: (graded["results"][r.student].status, graded["results"][r.student].scores) for r in forced}
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"   ", "empty file"),
+    (b"\xff\xfe", "invalid JSON"),
+    (b'{"cells": [], "nbformat": 5}', "unsupported notebook format"),
+    (b'{"cells": [{"cell_type": "spreadsheet", "source": ""}], "nbformat": 4, "nbformat_minor": 5, '
+     b'"metadata": {}}', "malformed notebook"),
+    (b"x" * 2000, "too large"),
+])
+def test_unreadable_submissions(data, reason):
+    with pytest.raises(Unreadable, match=reason):
+        read_submission(data, max_bytes=1000)
