@@ -11,7 +11,8 @@ predicts ``' '``, then one token per answer digit. So
   token id and the position whose logits predict it (the token *before* the digit).
 
 Prompts of one category share their shots and their digit count, so they tokenize to the
-same length and run as one batch with no padding.
+same length and run as one batch with no padding. Tokenizers that group digits (Llama 3
+groups up to three) give digit *groups* as targets instead of single digits.
 """
 
 from __future__ import annotations
