@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
     p.add_argument("--wall", type=float, default=1800, help="seconds per submission (default 1800)")
     p.add_argument("--cpu", type=int, default=1800, help="CPU seconds per submission's kernel (default 1800)")
-    p.add_argument("--memory", type=float, default=8, help="GiB of address space for the kernel (default 8)")
+    p.add_argument("--memory", type=float, default=8,
+                   help="GiB of address space for the kernel (default 8; 0: no limit, e.g. for CUDA)")
     p.set_defaults(func=cmd_autograde)
 
     args = parser.parse_args(argv)

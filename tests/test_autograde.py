@@ -142,6 +142,7 @@ def _corpus(course, submissions, work) -> dict[str, bytes | nbformat.NotebookNod
     cases["not_a_notebook"] = b'{"hello": "world"}'
     cases["wrong_lesson"] = (ROOT / "lessons" / "01_tokens_and_logits" / "01_tokens_and_logits.ipynb").read_bytes()
     cases["no_notebook"] = None
+    cases["symlink_to_solution"] = str(course / "solutions" / LESSON / f"{LESSON}.ipynb")
     cases["os_exit"] = _insert_after(solution(), "ex1_double_test", "import os\nos._exit(1)")
     cases["infinite_loop"] = _insert_after(solution(), "ex1_double_test", "while True:\n    pass")
     cases["uninterruptible_loop"] = _insert_after(
@@ -187,7 +188,11 @@ def _corpus(course, submissions, work) -> dict[str, bytes | nbformat.NotebookNod
         answer = _Liar(7)
         """)
     cases["lying_object"] = nb
-    cases["isolation_probe"] = _insert_after(solution(), "ex1_double_test", _hostile_code(course, submissions, work))
+    nb = solution()
+    _cell(nb, "ex2_answer").source = "import builtins\nbuiltins.quit = None  # harmless, but could be worse\nanswer = 42"
+    cases["patches_builtins"] = nb
+    if ISOLATED:  # without isolation the probe would really write into the course
+        cases["isolation_probe"] = _insert_after(solution(), "ex1_double_test", _hostile_code(course, submissions, work))
     return cases
 
 
@@ -195,7 +200,9 @@ def _write(submissions, cases):
     for student, content in cases.items():
         folder = submissions / student
         folder.mkdir(parents=True)
-        if isinstance(content, bytes):
+        if isinstance(content, str):  # a symbolic link to this path
+            (folder / f"{LESSON}.ipynb").symlink_to(content)
+        elif isinstance(content, bytes):
             (folder / f"{LESSON}.ipynb").write_bytes(content)
         elif content is not None:
             (folder / f"{LESSON}.ipynb").write_text(json.dumps(content, indent=1))
@@ -227,6 +234,7 @@ EXPECTED = {
     "not_a_notebook": ((0, 0), ["error: not a Jupyter notebook"]),
     "wrong_lesson": ((0, 0), ["error: not a notebook of lesson 01_mini"]),
     "no_notebook": ((0, 0), ["error: no single notebook"]),
+    "symlink_to_solution": ((0, 0), ["error: the submission is a symbolic link"]),
     "os_exit": ((1, 0), ["the kernel died", "cell"]),
     "infinite_loop": ((1, 2), ["timed out after 4 s"]),
     "uninterruptible_loop": ((1, 0), ["timed out", "kernel"]),
@@ -241,8 +249,11 @@ EXPECTED = {
     "duplicated_graded_cell": ((0, 0), ["duplicated graded cell ex2_answer_test"]),
     "missing_cell_ids": ((1, 2), ["cell(s) without a cell id"]),
     "lying_object": ((1, 0), ["graded"]),
-    "isolation_probe": ((1, 2), ["graded"]),
+    # Scored as usual (a patch could subvert the tests sharing its kernel), flagged for a human.
+    "patches_builtins": ((1, 2), ["suspicious code to review by hand: patches builtins in cell"]),
 }
+if ISOLATED:
+    EXPECTED["isolation_probe"] = ((1, 2), ["graded"])
 
 
 @pytest.mark.parametrize("student", sorted(EXPECTED))
@@ -263,7 +274,7 @@ def test_clean_submissions_have_a_plain_status(graded):
 
 def test_batch_completes_with_one_row_per_student(graded):
     rows = graded["csv"].read_text().strip().splitlines()
-    assert rows[0] == "student,ex1_double_test,ex2_answer_test,total,status"
+    assert rows[0] == "student,lesson,ex1_double_test,ex2_answer_test,total,status"
     assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(EXPECTED)
 
 
@@ -294,6 +305,24 @@ def test_regrading_is_idempotent_and_resumes(graded, course):
         r.student: (graded["results"][r.student].status, graded["results"][r.student].scores) for r in forced}
 
 
+def test_real_lesson_tampering_is_repaired(tmp_path, monkeypatch):
+    """Lesson 1 itself: an edited test cell is restored (with its hidden tests, from the
+    gradebook), a deleted one re-inserted; the stubbed exercise earns nothing."""
+    monkeypatch.setenv("MI_COURSE_ROOT", str(ROOT))
+    lesson = "01_tokens_and_logits"
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", 4)
+    released = nbformat.read(ROOT / "lessons" / lesson / f"{lesson}.ipynb", 4)
+    _cell(nb, "ex1_tokens_test").source = "pass"
+    _cell(nb, "ex2_logits").source = _cell(released, "ex2_logits").source
+    nb.cells.remove(_cell(nb, "ex2_logits_test"))
+    (tmp_path / "subs" / "mallory").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "subs" / "mallory" / f"{lesson}.ipynb")
+    [result] = autograde(lesson, tmp_path / "subs", limits=Limits(cell_timeout=120, wall=600))
+    assert "edited test cell ex1_tokens_test (source; restored)" in result.status
+    assert "deleted test cell ex2_logits_test (re-inserted)" in result.status
+    assert result.scores["ex1_tokens_test"] == 1 and result.scores["ex2_logits_test"] == 0, result.status
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"   ", "empty file"),
     (b"\xff\xfe", "invalid JSON"),
@@ -305,3 +334,17 @@ def test_regrading_is_idempotent_and_resumes(graded, course):
 def test_unreadable_submissions(data, reason):
     with pytest.raises(Unreadable, match=reason):
         read_submission(data, max_bytes=1000)
+
+
+@pytest.mark.parametrize("source, flagged", [
+    ("import builtins\nbuiltins.int = lambda *a: 42", "patches builtins"),
+    ("import sys\nsys.modules['torch'] = None", "edits sys.modules"),
+    ("torch.allclose = lambda *a, **k: True", "rebinds a library function"),
+    ("def as_float(x, *a):\n    return 1.0", "redefines a check"),
+    ("import sys\nprint('google.colab' in sys.modules)\nx = torch.zeros(3)\nif torch.x == 3: pass", None),
+])
+def test_suspicious_code_is_flagged(source, flagged):
+    from mi_course.grading.tamper import suspicious
+
+    notes = suspicious(new_notebook(cells=[new_code_cell(source)]))
+    assert notes == ([f"suspicious code to review by hand: {flagged} in cell 1"] if flagged else [])

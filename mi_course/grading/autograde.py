@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nbformat
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mi_course.course import course_root
 from mi_course.grading import sandbox
 from mi_course.grading.config import nbgrader_config
-from mi_course.grading.tamper import Unreadable, read_submission, repair
+from mi_course.grading.tamper import Unreadable, read_submission, repair, suspicious
 
 GRADED = "graded"
 
@@ -59,7 +59,7 @@ class StudentResult:
 def _find_notebook(folder: Path, lesson: str) -> Path | None:
     """The student's notebook: named like the lesson, else the only ``.ipynb`` in the folder."""
     exact = folder / f"{lesson}.ipynb"
-    if exact.is_file():
+    if exact.is_file() or exact.is_symlink():
         return exact
     candidates = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     return candidates[0] if len(candidates) == 1 else None
@@ -102,6 +102,12 @@ def _prepare_model() -> None:
             warnings.warn(f"could not prepare the embedded model before grading: {err}", stacklevel=3)
 
 
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _use_isolation(isolation: str) -> bool:
     if isolation == "off":
         return False
@@ -118,13 +124,13 @@ def _use_isolation(isolation: str) -> bool:
 
 
 def _incidents(notebook: Path, limits: sandbox.Limits) -> list[str]:
-    """Time-outs and memory errors, read from the executed notebook's error outputs."""
+    """Time-outs and memory errors, read from the executed notebook's error outputs (cells counted from 1)."""
     found = []
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception:
         return ["the executed notebook could not be read back"]
-    for index, cell in enumerate(nb.cells):
+    for index, cell in enumerate(nb.cells, start=1):
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if out.get("output_type") != "error":
                 continue
@@ -182,7 +188,8 @@ def _grade_one(api, config, lesson: str, student: str, notebook: Path, released:
     try:
         submitted = read_submission(notebook.read_bytes(), limits.notebook)
         source = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
-        inspection = repair(submitted, nbformat.read(released, as_version=4), lesson, source)
+        reference = nbformat.read(released, as_version=4)
+        inspection = repair(submitted, reference, lesson, source)
     except Unreadable as err:
         return StudentResult(student, f"error: {err}", zero)
     course = config.CourseDirectory
@@ -193,7 +200,7 @@ def _grade_one(api, config, lesson: str, student: str, notebook: Path, released:
     cwd = Path(course.autograded_directory) / student / lesson
     sandbox.current = sandbox.Sandbox(**{**asdict(box), "cwd": str(cwd), "writable": [str(cwd)]})
     graded = api.autograde(lesson, student, force=True, create=True)
-    notes = inspection.notes + sandbox.BoundedExecute.incidents
+    notes = inspection.notes + suspicious(inspection.notebook, reference, source) + sandbox.BoundedExecute.incidents
     if not graded["success"]:
         last = [line for line in graded["log"].splitlines() if line.strip()][-1:]
         return StudentResult(student, f"error: nbgrader failed: {' '.join(last)[:300]}", zero)
@@ -233,6 +240,10 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
     students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
     exercises = autograded_cells(lesson)
     limits = limits or sandbox.Limits()
+    if limits.memory and _cuda_visible():
+        warnings.warn("CUDA is visible: no address-space limit on kernels (CUDA reserves far more address "
+                      "space than it uses); memory bombs are bounded only by the machine.", stacklevel=2)
+        limits = replace(limits, memory=0)
     if feedback_dir is None and csv_path is not None:
         feedback_dir = Path(csv_path).parent / "feedback"
     isolate = _use_isolation(isolation)
@@ -254,6 +265,11 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         for folder in tqdm(students, desc=f"autograde {lesson}", unit="student"):
             cache = work / "results" / lesson / f"{folder.name}.json"
             notebook = _find_notebook(folder, lesson)
+            if folder.is_symlink() or notebook is not None and notebook.is_symlink():
+                # A link could point at the instructor's solution: only plain files are graded.
+                results.append(StudentResult(folder.name, "error: the submission is a symbolic link",
+                                             dict.fromkeys(exercises, 0.0)))
+                continue
             if notebook is None:
                 results.append(StudentResult(folder.name, f"error: no single notebook found in {folder.name}/",
                                              dict.fromkeys(exercises, 0.0)))
@@ -275,15 +291,15 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
             cache.with_suffix(".tmp").replace(cache)
             results.append(result)
     if csv_path is not None:
-        write_csv(results, list(exercises), Path(csv_path))
+        write_csv(results, lesson, list(exercises), Path(csv_path))
     return results
 
 
-def write_csv(results: list[StudentResult], exercises: list[str], path: Path) -> None:
-    """One row per student: ``student, <exercise>..., total, status``."""
+def write_csv(results: list[StudentResult], lesson: str, exercises: list[str], path: Path) -> None:
+    """One row per student: ``student, lesson, <exercise>..., total, status``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", *exercises, "total", "status"])
+        writer.writerow(["student", "lesson", *exercises, "total", "status"])
         for r in results:
-            writer.writerow([r.student, *(r.scores.get(e, 0.0) for e in exercises), r.total, r.status])
+            writer.writerow([r.student, lesson, *(r.scores.get(e, 0.0) for e in exercises), r.total, r.status])

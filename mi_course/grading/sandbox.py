@@ -178,7 +178,7 @@ class BoundedExecute(Execute):
             else:
                 reason = f"the kernel could not start ({str(err).splitlines()[0][:200] if str(err) else err!r})"
             where = self._index
-            BoundedExecute.incidents.append(f"{reason} in cell {where}" if where >= 0 else reason)
+            BoundedExecute.incidents.append(f"{reason} in cell {where + 1}" if where >= 0 else reason)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type == "code" and index >= max(where, 0):
                     cell.setdefault("outputs", []).append(NotebookNode(

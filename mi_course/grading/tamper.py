@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 
 import nbformat
+
+
+# Student code that can subvert the tests sharing its kernel (they cannot be isolated from it):
+# flagged for a human, not scored down (a legitimate answer may need some of it).
+SUSPICIOUS = {
+    "patches builtins": r"\b__builtins__\b|\bbuiltins\b",
+    "edits sys.modules": r"\bsys\.modules\s*\[[^\]]*\]\s*=[^=]|\bsys\.modules\.(pop|update|setdefault|clear)\b"
+                         r"|\bdel\s+sys\.modules\b",
+    "reads the caller's frames": r"\b(_getframe|currentframe|f_back|f_globals|f_locals)\b",
+    "walks the garbage collector": r"\bgc\.get_(objects|referrers|referents)\b",
+    "uses ctypes": r"\bctypes\b",
+    "rebinds a library function": r"^\s*(torch|np|numpy|math|mi_course|checks)(\.\w+)+\s*=[^=]",
+    "redefines a check": r"^\s*(def\s+|)(as_int|as_float|as_str|as_list|as_tensor|assert_close|"
+                         r"assert_probabilities|require|AssertionError)\b\s*(\(|=[^=])",
+}
 
 
 class Unreadable(ValueError):
@@ -153,3 +169,17 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
     nb.nbformat, nb.nbformat_minor = 4, max(5, released.nbformat_minor)
     nb.metadata["kernelspec"] = copy.deepcopy(released.metadata.get("kernelspec", {}))
     return Inspection(nb, notes)
+
+
+def suspicious(notebook: nbformat.NotebookNode, *known: nbformat.NotebookNode) -> list[str]:
+    """Notes on the student's code cells matching ``SUSPICIOUS``; test cells and cells as
+    in a ``known`` notebook (the released one, the instructor's) are not the student's."""
+    released_code = {c.source for nb in known for c in nb.cells if c.cell_type == "code"}
+    notes = []
+    for index, cell in enumerate(notebook.cells, start=1):
+        if cell.cell_type != "code" or _is_test(cell) or cell.source in released_code:
+            continue
+        for what, pattern in SUSPICIOUS.items():
+            if re.search(pattern, cell.source, flags=re.MULTILINE):
+                notes.append(f"suspicious code to review by hand: {what} in cell {index}")
+    return notes

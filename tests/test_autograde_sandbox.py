@@ -1,0 +1,101 @@
+"""The kernel launcher on its own: resource limits, and what an isolated process can see and do."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mi_course.grading import autograde, sandbox
+from mi_course.grading.sandbox import LAUNCHER, Sandbox, isolation_available
+
+from conftest import ROOT
+
+ISOLATED = isolation_available()[0]
+
+
+def _launch(settings: Sandbox, code: str, cwd, timeout=60):
+    script = cwd / "probe.py"
+    script.write_text(textwrap.dedent(code))
+    settings.cwd = str(cwd)
+    return subprocess.run([sys.executable, str(LAUNCHER), json.dumps(settings.__dict__), "--", sys.executable,
+                           str(script)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def test_cpu_limit_stops_a_busy_loop(tmp_path):
+    done = _launch(Sandbox(isolate=False, rlimits={"CPU": 1}), "while True:\n    pass\n", tmp_path, timeout=30)
+    assert done.returncode != 0
+
+
+def test_memory_limit_turns_a_bomb_into_memory_error(tmp_path):
+    done = _launch(Sandbox(isolate=False, rlimits={"AS": 512 * 2**20}), "x = bytearray(2 * 2**30)\n", tmp_path)
+    assert "MemoryError" in done.stderr
+
+
+def test_file_size_limit(tmp_path):
+    code = "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\nopen('big', 'wb').write(b'x' * 10**6)\n"
+    done = _launch(Sandbox(isolate=False, rlimits={"FSIZE": 10**5}), code, tmp_path)
+    assert "File too large" in done.stderr
+
+
+@pytest.mark.skipif(not ISOLATED, reason="user namespaces unavailable here")
+def test_isolated_process_sees_only_its_folder(tmp_path):
+    secret, work, elsewhere = tmp_path / "secret", tmp_path / "work", tmp_path / "elsewhere"
+    for folder in (secret, work, elsewhere):
+        folder.mkdir()
+    (secret / "hidden_tests.txt").write_text("the answer is 42")
+    outside = ROOT / f"probe-{tmp_path.name}.txt"  # not under /tmp: the read-only rest of the system
+    code = f"""
+        import ctypes, os, socket
+
+        def listing(path):
+            try:
+                return os.listdir(path)
+            except OSError:
+                return []
+
+        found = {{"secret": listing({str(secret)!r}), "solutions": listing({str(ROOT / "solutions")!r})}}
+        found["umount"] = ctypes.CDLL(None).umount2({str(secret)!r}.encode(), 2)
+        found["secret_after_umount"] = listing({str(secret)!r})
+        for name, path in (("own", "mine.txt"), ("elsewhere", {str(elsewhere / "x.txt")!r}),
+                           ("outside", {str(outside)!r})):
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                open(path, "w").write("x")
+                found[name] = "written"
+            except OSError as err:
+                found[name] = err.strerror
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=2)
+            found["network"] = "reached"
+        except OSError:
+            found["network"] = "none"
+        found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        found["uid"] = os.getuid()
+        print(repr(found))
+        """
+    box = Sandbox(isolate=True, hide=[str(secret), str(ROOT / "solutions")], writable=[str(work)])
+    try:
+        done = _launch(box, code, work)
+        assert done.returncode == 0, done.stderr
+        found = eval(done.stdout)
+        assert found["secret"] == [] and found["secret_after_umount"] == [] and found["umount"] != 0
+        assert found["solutions"] == [] and any((ROOT / "solutions").iterdir())
+        assert found["own"] == "written" and (work / "mine.txt").is_file()
+        assert found["outside"] == "Read-only file system"
+        # /tmp is private: what the process writes there is gone afterwards
+        assert not (elsewhere / "x.txt").exists()
+        assert found["network"] == "none"
+        assert found["pids"] == [1] and found["uid"] != 0
+    finally:
+        outside.unlink(missing_ok=True)
+
+
+def test_unavailable_isolation_is_loud_or_fatal(monkeypatch):
+    monkeypatch.setattr(sandbox, "isolation_available", lambda: (False, "no namespaces on this system"))
+    with pytest.warns(UserWarning, match="KERNEL ISOLATION UNAVAILABLE"):
+        assert autograde._use_isolation("auto") is False
+    with pytest.raises(RuntimeError, match="no namespaces"):
+        autograde._use_isolation("required")
+    assert autograde._use_isolation("off") is False
