@@ -246,6 +246,9 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         limits = replace(limits, memory=0)
     if feedback_dir is None and csv_path is not None:
         feedback_dir = Path(csv_path).parent / "feedback"
+    if feedback_dir is not None:
+        feedback_dir = Path(feedback_dir).resolve()
+        feedback_dir.mkdir(parents=True, exist_ok=True)  # exists now, so it is hidden from every kernel
     isolate = _use_isolation(isolation)
     if isolate:
         _prepare_model()
