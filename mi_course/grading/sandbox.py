@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,8 @@ class Sandbox:
 
 # The settings of the kernel being started: the grader grades one submission at a time.
 current: Sandbox = Sandbox(isolate=False)
+# Connection folders of the kernels started, removed once their notebook is done.
+_run_dirs: list[Path] = []
 
 
 def isolation_available() -> tuple[bool, str]:
@@ -106,18 +109,12 @@ class SandboxKernelManager(AsyncKernelManager):
         self.transport = "ipc"
         self.ip = str(self.run_dir / "k")
         self.connection_file = str(self.run_dir / f"kernel-{uuid.uuid4().hex[:8]}.json")
+        _run_dirs.append(self.run_dir)
 
     def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
         settings = Sandbox(**{**asdict(current), "writable": [*current.writable, str(self.run_dir)]})
         return [sys.executable, str(LAUNCHER), json.dumps(asdict(settings)), "--", *command]
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart)
-        if not restart:
-            for path in self.run_dir.iterdir() if self.run_dir.exists() else []:
-                path.unlink(missing_ok=True)
-            self.run_dir.rmdir()
 
 
 class BoundedExecute(Execute):
@@ -186,3 +183,5 @@ class BoundedExecute(Execute):
             return nb, resources
         finally:
             timer.cancel()
+            while _run_dirs:
+                shutil.rmtree(_run_dirs.pop(), ignore_errors=True)
