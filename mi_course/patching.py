@@ -16,6 +16,7 @@ import plotly.express as px
 import torch
 from tqdm.auto import tqdm
 
+from mi_course.activations import residual_stream
 from mi_course.tokens import encode, str_tokens, token_id
 
 COMPONENTS = ("block_output", "mlp_output", "attention_output")
@@ -67,11 +68,9 @@ def first_difference(clean_ids: torch.Tensor, corrupted_ids: torch.Tensor) -> in
 
 
 def residual_cache(model, ids: torch.Tensor) -> torch.Tensor:
-    """Every decoder layer's output (the residual stream after layer l): ``[1, pos]`` -> ``[n_layers, pos, d_model]``."""
-    lm = model.nnsight
-    with lm.trace(ids):
-        outs = [layer.output for layer in lm.model.layers].save()
-    return torch.stack([o[0] for o in outs])
+    """Every decoder layer's output (the residual stream after layer l): ``[1, pos]`` -> ``[n_layers, pos, d_model]``
+    (lesson 2's :func:`mi_course.activations.residual_stream`)."""
+    return residual_stream(model, ids)
 
 
 def patch_residual_loop(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:
@@ -181,8 +180,10 @@ def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, po
 
 
 def head_dim(model) -> int:
-    """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2)."""
-    return model.hf.config.hidden_size // model.hf.config.num_attention_heads
+    """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2;
+    ``config.head_dim`` where the model sets it)."""
+    config = model.hf.config
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def mean_head_inputs(model, ids: torch.Tensor) -> torch.Tensor:
