@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_isolated_process_sees_only_its_folder(tmp_path):
     for folder in (secret, work, elsewhere):
         folder.mkdir()
     (secret / "hidden_tests.txt").write_text("the answer is 42")
-    outside = ROOT / f"probe-{tmp_path.name}.txt"  # not under /tmp: the read-only rest of the system
+    outside = Path(sys.prefix) / f"probe-{tmp_path.name}.txt"  # the Python install: visible, read-only
     code = f"""
         import ctypes, os, socket
 

@@ -89,19 +89,32 @@ def isolate(settings: dict) -> None:
 
 
 def arrange_mounts(settings: dict) -> None:
-    """Inside the new PID namespace: fresh /proc, hidden folders, scratch tmpfs, read-only rest."""
+    """Inside the new PID namespace: fresh /proc, scratch tmpfs (with what the kernel needs
+    from below it bound back), hidden folders, writable folders, read-only rest."""
     writable = [os.path.realpath(p) for p in settings.get("writable", [])]
-    # Keep the writable folders reachable through descriptors while their parents get hidden.
-    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in writable]
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     scratch = [os.path.realpath(p) for p in settings.get("scratch", [])]
     hide = [os.path.realpath(p) for p in settings.get("hide", [])]
+    # What the kernel needs (Python, packages, model cache) may live below a scratch folder
+    # (a checkout in /tmp): keep it reachable through a descriptor, bind it back after.
+    visible = [os.path.realpath(p) for p in settings.get("visible", []) if os.path.isdir(p)]
+    visible = [p for p in visible if any(p.startswith(s.rstrip("/") + "/") for s in scratch)]
+    # Keep the writable folders reachable through descriptors while their parents get hidden.
+    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in writable]
+    visible_fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in visible]
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mounted = []
-    for path in sorted(set(scratch + hide), key=len):
+    for path in sorted(set(scratch), key=len):
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
+            mounted.append(path)
+    for path, fd in zip(visible, visible_fds):
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
+    for path in sorted(set(hide) - set(scratch), key=len):
         if not os.path.isdir(path):
             continue  # absent, or already under a hidden parent
-        size = "size=256m,mode=1777" if path in scratch else "size=1m,mode=755"
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, size)
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         mounted.append(path)
     for path, fd in zip(writable, fds):
         os.makedirs(path, exist_ok=True)

@@ -80,17 +80,6 @@ def _hideable(paths: list[Path], needed: list[Path]) -> list[str]:
     return hide
 
 
-def _needed_by_kernel() -> list[Path]:
-    """What a lesson's kernel reads: Python, the packages (``mi_course`` included), the model cache."""
-    import site
-
-    from mi_course import models
-
-    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(models.__file__).parent, models.cache_dir(),
-             *map(Path, site.getsitepackages())]
-    return [p.resolve() for p in paths if p.exists()]
-
-
 def _prepare_model() -> None:
     """The sandbox's file system is read-only: the embedded model must be prepared beforehand."""
     from mi_course import models
@@ -262,7 +251,7 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         checkout = course_root()
         secret = [work, submissions, checkout / "solutions", checkout / "autograder", checkout / ".git",
                   checkout / ".nbgrader", *([feedback_dir] if feedback_dir else [])]
-        box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, _needed_by_kernel()),
+        box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
                               rlimits=limits.rlimits())
         key = json.dumps([asdict(limits), isolate])
         for folder in tqdm(students, desc=f"autograde {lesson}", unit="student"):

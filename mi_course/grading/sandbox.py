@@ -67,6 +67,17 @@ class Limits:
         return {"AS": self.memory, "CPU": self.cpu, "FSIZE": self.file_size, "CORE": 0}
 
 
+def kernel_needs() -> list[str]:
+    """What a lesson's kernel reads: Python, the packages (``mi_course`` included), the model cache."""
+    import site
+
+    from mi_course import models
+
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(models.__file__).parent, models.cache_dir(),
+             *map(Path, site.getsitepackages())]
+    return [str(p.resolve()) for p in paths if p.exists()]
+
+
 @dataclass
 class Sandbox:
     """What one kernel may see: ``hide`` becomes empty, only ``writable`` (plus a private
@@ -76,6 +87,7 @@ class Sandbox:
     cwd: str = ""
     hide: list[str] = field(default_factory=list)
     writable: list[str] = field(default_factory=list)
+    visible: list[str] = field(default_factory=kernel_needs)  # kept even below a scratch folder
     scratch: list[str] = field(default_factory=lambda: ["/tmp", "/var/tmp", "/dev/shm"])
     rlimits: dict = field(default_factory=dict)
 
