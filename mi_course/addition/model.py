@@ -5,7 +5,8 @@ a short training loop with the loss on the answer tokens only, and checkpoints.
 ``load_trained()`` loads the checkpoint shipped with the package, which
 ``train(AdditionConfig())`` produced (one CPU thread; same seed and thread count
 give the same weights); ``load_trained(2)`` the 2-layer model that
-``train(AdditionConfig(n_layers=2))`` produced.
+``train(AdditionConfig(n_layers=2))`` produced. ``python -m mi_course.addition.model 1 2``
+retrains and overwrites both.
 """
 
 from __future__ import annotations
@@ -151,3 +152,15 @@ def load_trained(n_layers: int = 1):
         raise FileNotFoundError(f"{path.name} was not installed with mi_course.addition; reinstall the course "
                                 f"package, or train it yourself: train(AdditionConfig(n_layers={n_layers}))")
     return load_checkpoint(path)
+
+
+if __name__ == "__main__":
+    # Regenerate the shipped checkpoints: python -m mi_course.addition.model [n_layers ...]
+    import sys
+
+    torch.set_num_threads(1)
+    for n_layers in [int(a) for a in sys.argv[1:]] or [1]:
+        config = AdditionConfig(n_layers=n_layers)
+        trained, history = train(config)
+        save_checkpoint(trained, config, history, CHECKPOINTS[n_layers])
+        print(f"wrote {CHECKPOINTS[n_layers]} ({history['seconds']:.0f} s)")
