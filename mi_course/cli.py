@@ -95,6 +95,20 @@ def cmd_autograde(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.collect import DEFAULT_PATTERN, collect
+
+    found = collect(lesson_name(args.lesson), Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
+    for student, files in found.students.items():
+        note = "" if len(files) == 1 else f"  ({len(files)} notebooks: autograde grades a folder with exactly one)"
+        print(f"{student:<20} {', '.join(Path(f).name for f in files)}{note}")
+    for name in found.unmatched:
+        print(f"NOT MATCHED: {name}")
+    print(f"{len(found.students)} student(s) collected into {args.to}; {len(found.unmatched)} file(s) not matched.")
+    return 1 if found.unmatched else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mi-course", description="Mechanistic interpretability course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="run a notebook's visible tests; non-zero exit if any fails")
     p.add_argument("notebook")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("collect", help="sort LMS downloads (a .zip or folder) into DIR/<student_id>/")
+    p.add_argument("lesson")
+    p.add_argument("source", help="a .zip, or a folder of notebooks and .zip archives")
+    p.add_argument("--to", required=True, metavar="DIR", help="write DIR/<student_id>/<file>.ipynb here")
+    p.add_argument("--pattern", default=None, help="regular expression on file names with (?P<student_id>...) "
+                   "and (?P<file_id>...) (default: '<student_id>_<anything>.ipynb')")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("autograde", help="grade DIR/<student_id>/*.ipynb for a lesson")
     p.add_argument("lesson")
