@@ -49,7 +49,9 @@ echo "==> preparing the embedded model"
 case "$action" in
     lab)
         echo "==> opening JupyterLab on lessons/"
-        exec "$VENV/bin/jupyter" lab lessons/ "$@" ;;
+        root_flag=()
+        [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers and CI boxes often run as root
+        exec "$VENV/bin/jupyter" lab lessons/ ${root_flag[@]+"${root_flag[@]}"} "$@" ;;
     test)
         export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
         exec "$PY" -m pytest "$@" ;;
