@@ -45,9 +45,11 @@ def cmd_doctor(args) -> int:
         try:
             import torch
 
+            from mi_course.tokens import encode
+
             model = models.load_model(args.model)
             prompt = "The Eiffel Tower is in the city of"
-            ids = model.tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
+            ids = encode(model, prompt)
             with torch.no_grad():
                 probs = model.hf(ids).logits[0, -1].softmax(-1)
             p, token = probs.max(-1)

@@ -74,9 +74,15 @@ def residuals_bridge(model, ids: torch.Tensor) -> torch.Tensor:
     return torch.stack([cache[name] for name in names])
 
 
+def answer_rank(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Rank of each answer among the vocabulary (0 = top): ``[..., vocab]``, ``[...]`` -> ``[...]``."""
+    answer_logit = logits.gather(-1, answer.unsqueeze(-1))
+    return (logits > answer_logit).sum(-1)
+
+
 def answer_ranks(logits: torch.Tensor, token: int) -> torch.Tensor:
     """Rank of ``token`` (0 = top) in each row of ``logits`` ``[layers, vocab]`` -> ``[layers]``."""
-    return (logits > logits[:, token : token + 1]).sum(-1)
+    return answer_rank(logits, torch.full(logits.shape[:-1], token, device=logits.device))
 
 
 def first_top_layer(ranks) -> int | None:

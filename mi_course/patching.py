@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mi_course.activations import residual_stream
+from mi_course.lens import answer_rank  # noqa: F401  (lesson 5 reads ranks as pt.answer_rank)
 from mi_course.tokens import encode, str_tokens, token_id
 
 COMPONENTS = ("block_output", "mlp_output", "attention_output")
@@ -270,12 +271,6 @@ def skip_logits(model, ids, skips) -> torch.Tensor:
 def _rows(runs, layer: int, part: str, batch: int) -> list[int]:
     """Batch rows of the runs that skip ``part`` of ``layer`` (each run has ``batch`` rows)."""
     return [r * batch + b for r, run in enumerate(runs) if (layer, part) in run for b in range(batch)]
-
-
-def answer_rank(logits: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Rank of each answer among the vocabulary (0 = top): ``[..., vocab]``, ``[...]`` -> ``[...]``."""
-    answer_logit = logits.gather(-1, answer.unsqueeze(-1))
-    return (logits > answer_logit).sum(-1)
 
 
 # --- plots --------------------------------------------------------------------------------------

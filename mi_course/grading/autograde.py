@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mi_course.course import course_root
 from mi_course.grading import sandbox
 from mi_course.grading.config import nbgrader_config
-from mi_course.grading.tamper import Unreadable, read_submission, repair, suspicious
+from mi_course.grading.tamper import Unreadable, is_test_cell, read_submission, repair, suspicious
 
 GRADED = "graded"
 
@@ -36,12 +36,8 @@ GRADED = "graded"
 def autograded_cells(lesson: str) -> dict[str, float]:
     """``grade_id -> points`` of the lesson's autograded test cells (graded, not a solution)."""
     nb = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
-    cells = {}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            cells[meta["grade_id"]] = float(meta.get("points", 0))
-    return cells
+    return {cell.metadata.nbgrader["grade_id"]: float(cell.metadata.nbgrader.get("points", 0))
+            for cell in nb.cells if is_test_cell(cell)}
 
 
 @dataclass

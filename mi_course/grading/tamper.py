@@ -57,7 +57,8 @@ def _grading(cell) -> dict:
     return {k: meta.get(k) or False for k in keys}
 
 
-def _is_test(cell) -> bool:
+def is_test_cell(cell) -> bool:
+    """An autograded test cell: graded, not a solution (written answers are both)."""
     meta = cell.metadata.get("nbgrader", {})
     return bool(meta.get("grade")) and not meta.get("solution")
 
@@ -135,14 +136,14 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         changes = []
         if cell.cell_type != ref.cell_type:
             changes.append(f"type {ref.cell_type}->{cell.cell_type}")
-        if _is_test(ref) and cell.source not in accepted[gid]:
+        if is_test_cell(ref) and cell.source not in accepted[gid]:
             changes.append("source")
         if _grading(cell) != _grading(ref):
             changes.append("metadata")
         if changes:
-            what = "test cell" if _is_test(ref) else "graded cell"
+            what = "test cell" if is_test_cell(ref) else "graded cell"
             notes.append(f"edited {what} {gid} ({', '.join(changes)}; restored)")
-        keep = None if _is_test(ref) else cell.source
+        keep = None if is_test_cell(ref) else cell.source
         repaired = _fresh(ref, keep)
         if cell.cell_type == ref.cell_type == "code" and keep is not None:
             repaired.outputs = []
@@ -155,7 +156,7 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         at = max((i + 1 for i, c in enumerate(cells) if _grade_id(c) in before), default=0)
         cells.insert(at, _fresh(ref))
         seen.add(gid)
-        if _is_test(ref):
+        if is_test_cell(ref):
             notes.append(f"deleted test cell {gid} (re-inserted)")
         else:
             notes.append(f"deleted graded cell {gid} (re-inserted as released: scores 0)")
@@ -177,7 +178,7 @@ def suspicious(notebook: nbformat.NotebookNode, *known: nbformat.NotebookNode) -
     released_code = {c.source for nb in known for c in nb.cells if c.cell_type == "code"}
     notes = []
     for index, cell in enumerate(notebook.cells, start=1):
-        if cell.cell_type != "code" or _is_test(cell) or cell.source in released_code:
+        if cell.cell_type != "code" or is_test_cell(cell) or cell.source in released_code:
             continue
         for what, pattern in SUSPICIOUS.items():
             if re.search(pattern, cell.source, flags=re.MULTILINE):

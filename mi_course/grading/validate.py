@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 
 from mi_course.grading.config import nbgrader_config
+from mi_course.grading.tamper import is_test_cell
 
 
 def validate(notebook: Path) -> dict:
@@ -20,7 +21,7 @@ def validate(notebook: Path) -> dict:
     from nbgrader.validator import Validator
 
     nb = nbformat.read(notebook, as_version=4)
-    tests = sum(1 for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code")
+    tests = sum(1 for cell in nb.cells if is_test_cell(cell))
     with tempfile.TemporaryDirectory(prefix="mi-course-validate-") as work:
         config = nbgrader_config(Path(work), work=Path(work), release=Path(work))
         config.Validator.validate_all = True
