@@ -68,7 +68,12 @@ def cmd_release(args) -> int:
 
     lessons = [lesson_name(x) for x in args.lessons] or lesson_names()
     for lesson in lessons:
-        print(f"generated {generate(lesson, Path(args.to) if args.to else None)}")
+        generated = generate(lesson, Path(args.to) if args.to else None)
+        print(f"generated {generated}")
+        if args.exchange:
+            from mi_course.grading.exchange import release
+
+            print(f"released  {release(lesson, Path(args.exchange), generated.parents[1], args.force)}")
     return 0
 
 
@@ -89,7 +94,7 @@ def cmd_autograde(args) -> int:
     results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None,
                         work_dir=Path(args.work) if args.work else None,
                         feedback_dir=Path(args.feedback) if args.feedback else None,
-                        limits=limits, isolation=args.isolation, force=args.force)
+                        limits=limits, isolation=args.isolation, force=args.force, jobs=args.jobs)
     for r in results:
         print(f"{r.student:<20} {r.total:6.1f}  {r.status}")
     if args.csv:
@@ -101,6 +106,14 @@ def cmd_collect(args) -> int:
     from mi_course.course import lesson_name
     from mi_course.grading.collect import DEFAULT_PATTERN, collect
 
+    if (args.source is None) == (args.exchange is None):
+        raise ValueError("give either SOURCE (LMS downloads) or --exchange ROOT, not both or neither")
+    if args.exchange:
+        from mi_course.grading.exchange import collect as collect_exchange
+
+        students = collect_exchange(lesson_name(args.lesson), Path(args.exchange), Path(args.to))
+        print(f"{len(students)} student(s) collected from the exchange into {args.to}: {', '.join(students)}")
+        return 0
     found = collect(lesson_name(args.lesson), Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
     for student, files in found.students.items():
         note = "" if len(files) == 1 else f"  ({len(files)} notebooks: autograde grades a folder with exactly one)"
@@ -109,6 +122,28 @@ def cmd_collect(args) -> int:
         print(f"NOT MATCHED: {name}")
     print(f"{len(found.students)} student(s) collected into {args.to}; {len(found.unmatched)} file(s) not matched.")
     return 1 if found.unmatched else 0
+
+
+def cmd_feedback(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.exchange import feedback
+
+    if not (args.exchange or args.to):
+        raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
+    students = feedback(lesson_name(args.lesson), Path(args.work), Path(args.exchange) if args.exchange else None,
+                        Path(args.to) if args.to else None)
+    where = " and ".join(x for x in [args.exchange and f"released to {args.exchange}",
+                                     args.to and f"copied to {args.to}/<student>/"] if x)
+    print(f"feedback for {len(students)} student(s) {where}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.export import export_csv
+
+    print(f"wrote {export_csv(Path(args.work), Path(args.to), [lesson_name(x) for x in args.lessons])}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("release", help="regenerate student notebooks (lessons/) from solutions/")
     p.add_argument("lessons", nargs="*", help="lesson names or numbers (default: all)")
     p.add_argument("--to", default=None, help="write into this folder instead of lessons/")
+    p.add_argument("--exchange", default=None, metavar="ROOT",
+                   help="then release to this nbgrader exchange (e.g. /srv/nbgrader/exchange)")
+    p.add_argument("--force", action="store_true", help="with --exchange: replace an earlier release")
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("validate", help="run a notebook's visible tests; non-zero exit if any fails")
     p.add_argument("notebook")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("collect", help="sort LMS downloads (a .zip or folder) into DIR/<student_id>/")
+    p = sub.add_parser("collect", help="gather submissions into DIR/<student_id>/: from LMS downloads "
+                       "(a .zip or folder) or from an nbgrader exchange")
     p.add_argument("lesson")
-    p.add_argument("source", help="a .zip, or a folder of notebooks and .zip archives")
+    p.add_argument("source", nargs="?", help="a .zip, or a folder of notebooks and .zip archives")
+    p.add_argument("--exchange", default=None, metavar="ROOT", help="collect from this nbgrader exchange instead")
     p.add_argument("--to", required=True, metavar="DIR", help="write DIR/<student_id>/<file>.ipynb here")
     p.add_argument("--pattern", default=None, help="regular expression on file names with (?P<student_id>...) "
                    "and (?P<file_id>...) (default: '<student_id>_<anything>.ipynb')")
@@ -155,7 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1800, help="CPU seconds per submission's kernel (default 1800)")
     p.add_argument("--memory", type=float, default=8,
                    help="GiB of address space for the kernel (default 8; 0: no limit, e.g. for CUDA)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="submissions graded at once (default 1; up to the number of cores, memory permitting)")
     p.set_defaults(func=cmd_autograde)
+
+    p = sub.add_parser("feedback", help="HTML feedback of a graded lesson, to the exchange and/or a folder")
+    p.add_argument("lesson")
+    p.add_argument("--work", required=True, help="the --work folder autograde used")
+    p.add_argument("--exchange", default=None, metavar="ROOT", help="release it here (students: nbgrader "
+                   "fetch_feedback)")
+    p.add_argument("--to", default=None, metavar="DIR", help="copy DIR/<student>/<lesson>.html here (for an LMS)")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("export", help="grades from the gradebook: one row per student and lesson, a column "
+                       "per graded cell (written answers once graded in the formgrader)")
+    p.add_argument("lessons", nargs="*", help="lessons to export (default: all graded)")
+    p.add_argument("--work", required=True, help="the --work folder autograde used")
+    p.add_argument("--to", required=True, metavar="CSV")
+    p.set_defaults(func=cmd_export)
 
     args = parser.parse_args(argv)
     try:

@@ -5,6 +5,7 @@ To stay fast the corpus is graded on a small model-free lesson built like lesson
 temporary course. tests/test_lessons.py grades every real lesson with the same code.
 """
 
+import csv
 import hashlib
 import json
 import shutil
@@ -12,71 +13,17 @@ import textwrap
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_notebook
 
 from mi_course.grading.autograde import autograde
-from mi_course.grading.release import generate
 from mi_course.grading.sandbox import Limits, isolation_available
 from mi_course.grading.tamper import Unreadable, read_submission
 
 from conftest import ROOT
+from minicourse import LESSON, mini_course
 
-LESSON = "01_mini"
 ISOLATED = isolation_available()[0]
 LIMITS = Limits(cell_timeout=4, wall=25, cpu=12, memory=1 * 2**30, output=256 * 2**10)
-
-
-def _meta(grade_id, *, solution=False, grade=False, points=0):
-    meta = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
-            "solution": solution}
-    if grade:
-        meta["points"] = points
-    return {"nbgrader": meta}
-
-
-def _lesson() -> nbformat.NotebookNode:
-    """Lesson-1-like source notebook: two autograded exercises (1 and 2 points), one written question."""
-    lesson1 = nbformat.read(ROOT / "solutions" / "01_tokens_and_logits" / "01_tokens_and_logits.ipynb", 4)
-    header = [c for c in lesson1.cells if "mi-course-header" in c.metadata.get("tags", [])]
-    code = lambda src, **m: new_code_cell(textwrap.dedent(src).strip(), metadata=_meta(**m) if m else {})  # noqa: E731
-    cells = header + [
-        new_markdown_cell("# Mini lesson\nA model-free lesson for the grader's tests."),
-        code("SECRET_FREE = 1"),
-        new_markdown_cell("### Exercise 1 — double"),
-        code("""
-            def double(x):
-                ### BEGIN SOLUTION
-                return 2 * x
-                ### END SOLUTION
-            """, grade_id="ex1_double", solution=True),
-        code("""
-            _v = double(3)
-            assert type(_v) is int, f"double(3) must be an int, got {type(_v).__name__}"
-            assert _v == 6, f"double(3) should be 6, got {_v}"
-            ### BEGIN HIDDEN TESTS
-            for _x in range(-5, 6):
-                assert type(double(_x)) is int and double(_x) == 2 * _x
-            ### END HIDDEN TESTS
-            """, grade_id="ex1_double_test", grade=True, points=1),
-        new_markdown_cell("### Exercise 2 — the answer"),
-        code("""
-            ### BEGIN SOLUTION
-            answer = 42
-            ### END SOLUTION
-            """, grade_id="ex2_answer", solution=True),
-        code("""
-            assert type(answer) is int, f"answer must be an int, got {type(answer).__name__}"
-            ### BEGIN HIDDEN TESTS
-            assert int(answer) == 42
-            ### END HIDDEN TESTS
-            """, grade_id="ex2_answer_test", grade=True, points=2),
-        new_markdown_cell("### Question 3 (written)"),
-        new_markdown_cell("Because.", metadata=_meta("q3_written", solution=True, grade=True, points=1)),
-    ]
-    nb = new_notebook(cells=cells, metadata={"kernelspec": lesson1.metadata.kernelspec})
-    for i, cell in enumerate(nb.cells):
-        cell.id = cell.get("id") or f"cell-{i}"
-    return nb
 
 
 def _insert_after(nb, grade_id, source):
@@ -119,18 +66,8 @@ def _hostile_code(course, submissions, work):
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    """A course checkout with the mini lesson, its released notebook, and MI_COURSE_ROOT pointing at it."""
-    import os
-
-    root = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "autograder", root / "autograder")
-    (root / "solutions" / LESSON).mkdir(parents=True)
-    nbformat.write(_lesson(), root / "solutions" / LESSON / f"{LESSON}.ipynb")
-    old = os.environ["MI_COURSE_ROOT"]
-    os.environ["MI_COURSE_ROOT"] = str(root)
-    generate(LESSON, release_dir=root / "lessons", update_header=False)
-    yield root
-    os.environ["MI_COURSE_ROOT"] = old
+    with mini_course(tmp_path_factory.mktemp("course")) as root:
+        yield root
 
 
 def _corpus(course, submissions, work) -> dict[str, bytes | nbformat.NotebookNode | None]:
@@ -220,7 +157,8 @@ def graded(course, tmp_path_factory):
     submissions, work = base / "submissions", base / "work"
     _write(submissions, _corpus(course, submissions, work))
     before = _digests(submissions)
-    results = autograde(LESSON, submissions, base / "out" / "grades.csv", work_dir=work, limits=LIMITS)
+    # Two graders at once: the rest of the module checks that nothing was lost or mixed up.
+    results = autograde(LESSON, submissions, base / "out" / "grades.csv", work_dir=work, limits=LIMITS, jobs=2)
     return {"results": {r.student: r for r in results}, "before": before, "submissions": submissions,
             "work": work, "csv": base / "out" / "grades.csv", "base": base}
 
@@ -273,9 +211,27 @@ def test_clean_submissions_have_a_plain_status(graded):
 
 
 def test_batch_completes_with_one_row_per_student(graded):
-    rows = graded["csv"].read_text().strip().splitlines()
-    assert rows[0] == "student,lesson,ex1_double_test,ex2_answer_test,total,status"
-    assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(EXPECTED)
+    with open(graded["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["student", "lesson", "ex1_double_test", "ex2_answer_test", "q3_written", "total",
+                             "status"]
+    assert sorted(r["student"] for r in rows) == sorted(EXPECTED)
+    for row in rows:
+        result = graded["results"][row["student"]]
+        assert row["status"] == result.status
+        assert [float(row["ex1_double_test"]), float(row["ex2_answer_test"])] == list(EXPECTED[row["student"]][0])
+        # The written answer: 0 when left as the stub, empty (to grade by hand) when answered.
+        assert row["q3_written"] == {"solution": "", "released": "0.0"}.get(row["student"], row["q3_written"])
+
+
+def test_parallel_graders_keep_the_gradebook_whole(graded):
+    """Graded two at a time: exactly one gradebook submission per gradable student, none for the others."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{graded['work'] / 'gradebook.db'}") as gradebook:
+        submitted = sorted(s.student.id for s in gradebook.find_assignment(LESSON).submissions)
+    gradable = sorted(s for s, r in graded["results"].items() if r.status.startswith("graded"))
+    assert submitted == gradable
 
 
 def test_submissions_are_untouched(graded):

@@ -39,3 +39,19 @@ def test_doctor_passes_on_a_working_install():
 def test_unknown_lesson_is_a_clear_error(tmp_path):
     result = run("autograde", "99", str(tmp_path))
     assert result.returncode == 2 and "Unknown lesson" in result.stderr
+
+
+def test_instructor_commands_reject_incomplete_requests(tmp_path):
+    """Each mistake is one line that says what to do, exit code 2, before any work is done."""
+    cases = {
+        ("collect", "01", "--to", str(tmp_path / "out")): "either SOURCE",
+        ("collect", "01", str(tmp_path), "--exchange", str(tmp_path), "--to", str(tmp_path / "out")): "not both",
+        ("feedback", "01", "--work", str(tmp_path)): "--exchange ROOT",
+        ("feedback", "01", "--work", str(tmp_path), "--to", str(tmp_path / "fb")): "no gradebook",
+        ("export", "--work", str(tmp_path), "--to", str(tmp_path / "g.csv")): "no gradebook",
+        ("autograde", "01", str(tmp_path), "--jobs", "0"): "at least 1",
+        ("autograde", "01", str(tmp_path / "missing")): "no submissions folder",
+    }
+    for args, words in cases.items():
+        result = run(*args)
+        assert result.returncode == 2 and words in result.stderr, (args, result.stderr[-500:])

@@ -8,17 +8,20 @@ row: ``status`` is ``graded``, ``graded (<what happened>)`` or ``error: <why>``.
 The submissions folder is only read. With a persistent ``work_dir`` a result is
 reused while the submitted bytes and the limits are unchanged, so a batch that
 crashed resumes where it stopped and grading twice gives the same rows.
+``jobs=N`` grades N submissions at once in worker processes that share one
+gradebook: each holds ``sandbox.GradebookLock`` except while its kernel runs.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -164,26 +167,94 @@ def _prepare_assignment(api, config, lesson: str, work: Path) -> Path:
     return released
 
 
-def _grade_one(api, config, lesson: str, student: str, notebook: Path, released: Path,
-               exercises: dict[str, float], limits: sandbox.Limits, box: sandbox.Sandbox,
-               feedback_dir: Path | None) -> StudentResult:
+@dataclass
+class _Batch:
+    """What a grader process needs to grade any submission of the batch."""
+
+    lesson: str
+    work: Path
+    released: Path
+    exercises: dict[str, float]
+    limits: sandbox.Limits
+    box: sandbox.Sandbox
+    feedback_dir: Path | None
+
+
+# This process's grader: the batch and nbgrader's API over the batch's work folder.
+_grader: tuple[_Batch, object] | None = None
+
+
+def _start_grader(batch: _Batch) -> None:
+    """Set up this process to grade ``batch`` (in a worker: once, as the pool's initializer)."""
+    global _grader
+    from nbgrader.apps import NbGraderAPI
+
+    _grader = (batch, NbGraderAPI(config=_config(batch.work, batch.limits)))
+    sandbox.gradebook_lock = sandbox.GradebookLock(batch.work / "gradebook.lock")
+
+
+def _grade(student: str, notebook: Path) -> StudentResult:
+    """Grade one submission in this process; never raises (a failure is the student's status)."""
+    batch, api = _grader
+    try:
+        with sandbox.gradebook_lock:  # let go while the kernel runs (BoundedExecute)
+            return _grade_one(api, batch, student, notebook)
+    except Exception as err:  # one submission never stops the batch
+        return StudentResult(student, f"error: grader failure ({type(err).__name__}: {err})"[:300],
+                             dict.fromkeys(batch.exercises, 0.0))
+
+
+def _graded(batch: _Batch, todo: list[tuple[str, Path]], jobs: int):
+    """``(student, result)`` for each of ``todo`` as they finish, ``jobs`` submissions at a time."""
+    if jobs == 1:
+        _start_grader(batch)
+        try:
+            for student, notebook in todo:
+                yield student, _grade(student, notebook)
+        finally:
+            sandbox.gradebook_lock = None
+        return
+    # spawn: fresh workers, not forks of a process that may hold torch's threads
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_grader, initargs=(batch,)) as pool:
+        futures = {pool.submit(_grade, student, notebook): student for student, notebook in todo}
+        for future in as_completed(futures):
+            student = futures[future]
+            try:
+                yield student, future.result()
+            except Exception as err:  # the worker itself died
+                yield student, StudentResult(student, f"error: grader process failed ({type(err).__name__})",
+                                             dict.fromkeys(batch.exercises, 0.0))
+
+
+# Files nbgrader's exchange puts next to a submitted notebook: kept, so that feedback can be
+# released back to the exchange and late submissions are recognised.
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
+def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResult:
     from nbgrader.api import Gradebook
 
+    lesson, exercises, limits = batch.lesson, batch.exercises, batch.limits
     zero = dict.fromkeys(exercises, 0.0)
     try:
         submitted = read_submission(notebook.read_bytes(), limits.notebook)
         source = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
-        reference = nbformat.read(released, as_version=4)
+        reference = nbformat.read(batch.released, as_version=4)
         inspection = repair(submitted, reference, lesson, source)
     except Unreadable as err:
         return StudentResult(student, f"error: {err}", zero)
-    course = config.CourseDirectory
+    course = api.coursedir
     target = Path(course.submitted_directory) / student / lesson
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     nbformat.write(inspection.notebook, target / f"{lesson}.ipynb")
+    for name in EXCHANGE_FILES:
+        extra = notebook.parent / name
+        if extra.is_file() and not extra.is_symlink() and extra.stat().st_size < 1024:
+            shutil.copyfile(extra, target / name)
     cwd = Path(course.autograded_directory) / student / lesson
-    sandbox.current = sandbox.Sandbox(**{**asdict(box), "cwd": str(cwd), "writable": [str(cwd)]})
+    sandbox.current = sandbox.Sandbox(**{**asdict(batch.box), "cwd": str(cwd), "writable": [str(cwd)]})
     graded = api.autograde(lesson, student, force=True, create=True)
     notes = inspection.notes + suspicious(inspection.notebook, reference, source) + sandbox.BoundedExecute.incidents
     if not graded["success"]:
@@ -197,31 +268,39 @@ def _grade_one(api, config, lesson: str, student: str, notebook: Path, released:
     if missing:
         notes.append(f"not graded: {', '.join(missing)}")
     feedback = None
-    if feedback_dir is not None and api.generate_feedback(lesson, student, force=True)["success"]:
+    if batch.feedback_dir is not None and api.generate_feedback(lesson, student, force=True)["success"]:
         html = Path(course.feedback_directory) / student / lesson / f"{lesson}.html"
         if html.is_file():
-            (feedback_dir / student).mkdir(parents=True, exist_ok=True)
-            feedback = str(shutil.copy(html, feedback_dir / student / f"{lesson}.html"))
+            (batch.feedback_dir / student).mkdir(parents=True, exist_ok=True)
+            feedback = str(shutil.copy(html, batch.feedback_dir / student / f"{lesson}.html"))
     status = GRADED if not notes else f"{GRADED} ({'; '.join(dict.fromkeys(notes))})"
     return StudentResult(student, status, {k: scores.get(k, 0.0) for k in exercises}, feedback)
 
 
 def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, work_dir: Path | None = None,
               feedback_dir: Path | None = None, limits: sandbox.Limits | None = None,
-              isolation: str = "auto", force: bool = False) -> list[StudentResult]:
-    """Autograde every ``submissions/<student_id>/*.ipynb`` for ``lesson``; one result per student folder.
+              isolation: str = "auto", force: bool = False, jobs: int = 1) -> list[StudentResult]:
+    """Autograde every ``submissions/<student_id>/`` notebook for ``lesson``; one result per student folder.
 
     ``work_dir``: nbgrader's gradebook, copies and results (default: a temporary
     folder); reusing it resumes an interrupted batch (``force`` regrades all).
     ``feedback_dir``: where ``<student>/<lesson>.html`` go (default: next to
     ``csv_path``, under ``feedback/``). ``limits``: per-submission limits.
     ``isolation``: ``auto`` (sandbox if the system allows it, else a loud
-    warning), ``required`` (error if unavailable) or ``off``. Writes ``csv_path``
-    if given: a column per autograded exercise, the total and a status.
+    warning), ``required`` (error if unavailable) or ``off``. ``jobs``:
+    submissions graded at once (processes; the kernels run side by side, the
+    gradebook is written by one at a time). Writes ``csv_path`` if given: see
+    ``export.ExerciseCsvExport``.
     """
     from nbgrader.apps import NbGraderAPI
 
+    from mi_course.grading.export import export_csv
+
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     submissions = Path(submissions).resolve()
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder {submissions}")
     students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
     exercises = autograded_cells(lesson)
     limits = limits or sandbox.Limits()
@@ -237,57 +316,57 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
     isolate = _use_isolation(isolation)
     if isolate:
         _prepare_model()
-    results = []
+    results: dict[str, StudentResult] = {}
     with tempfile.TemporaryDirectory(prefix="mi-course-autograde-") as tmp:
         work = Path(work_dir or tmp).resolve()
         work.mkdir(parents=True, exist_ok=True)
         config = _config(work, limits)
-        api = NbGraderAPI(config=config)
-        released = _prepare_assignment(api, config, lesson, work)
+        released = _prepare_assignment(NbGraderAPI(config=config), config, lesson, work)
         checkout = course_root()
         secret = [work, submissions, checkout / "solutions", checkout / "autograder", checkout / ".git",
                   checkout / ".nbgrader", *([feedback_dir] if feedback_dir else [])]
         box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
                               rlimits=limits.rlimits())
+        batch = _Batch(lesson, work, released, exercises, limits, box, feedback_dir)
         key = json.dumps([asdict(limits), isolate])
-        for folder in tqdm(students, desc=f"autograde {lesson}", unit="student"):
-            cache = work / "results" / lesson / f"{folder.name}.json"
+        todo, digests = [], {}
+        for folder in students:
             notebook = _find_notebook(folder, lesson)
             if folder.is_symlink() or notebook is not None and notebook.is_symlink():
                 # A link could point at the instructor's solution: only plain files are graded.
-                results.append(StudentResult(folder.name, "error: the submission is a symbolic link",
-                                             dict.fromkeys(exercises, 0.0)))
-                continue
-            if notebook is None:
-                results.append(StudentResult(folder.name, f"error: no single notebook found in {folder.name}/",
-                                             dict.fromkeys(exercises, 0.0)))
-                continue
-            digest = hashlib.sha256(notebook.read_bytes() + key.encode()).hexdigest()
-            if cache.is_file() and not force:
-                saved = json.loads(cache.read_text())
-                if saved.pop("digest") == digest:
-                    results.append(StudentResult(**saved))
-                    continue
-            try:
-                result = _grade_one(api, config, lesson, folder.name, notebook, released, exercises, limits,
-                                    box, feedback_dir)
-            except Exception as err:  # one submission never stops the batch
-                result = StudentResult(folder.name, f"error: grader failure ({type(err).__name__}: {err})"[:300],
-                                       dict.fromkeys(exercises, 0.0))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.with_suffix(".tmp").write_text(json.dumps({**asdict(result), "digest": digest}))
-            cache.with_suffix(".tmp").replace(cache)
-            results.append(result)
-    if csv_path is not None:
-        write_csv(results, lesson, list(exercises), Path(csv_path))
-    return results
+                results[folder.name] = StudentResult(folder.name, "error: the submission is a symbolic link",
+                                                     dict.fromkeys(exercises, 0.0))
+            elif notebook is None:
+                results[folder.name] = StudentResult(folder.name, f"error: no single notebook found in "
+                                                     f"{folder.name}/", dict.fromkeys(exercises, 0.0))
+            else:
+                digests[folder.name] = hashlib.sha256(notebook.read_bytes() + key.encode()).hexdigest()
+                cache = _cache(work, lesson, folder.name)
+                saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
+                if saved.pop("digest", None) == digests[folder.name]:
+                    results[folder.name] = StudentResult(**saved)
+                else:
+                    todo.append((folder.name, notebook))
+        for student, result in results.items():  # export reports them too
+            _save(work, lesson, result, digests.get(student, ""))
+        with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
+                  unit="student") as bar:
+            for student, result in _graded(batch, todo, jobs):
+                _save(work, lesson, result, digests[student])
+                results[student] = result
+                bar.update(1)
+        if csv_path is not None:
+            export_csv(work, Path(csv_path), [lesson], [f.name for f in students])
+    return [results[f.name] for f in students]
 
 
-def write_csv(results: list[StudentResult], lesson: str, exercises: list[str], path: Path) -> None:
-    """One row per student: ``student, lesson, <exercise>..., total, status``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "lesson", *exercises, "total", "status"])
-        for r in results:
-            writer.writerow([r.student, lesson, *(r.scores.get(e, 0.0) for e in exercises), r.total, r.status])
+def _cache(work: Path, lesson: str, student: str) -> Path:
+    return work / "results" / lesson / f"{student}.json"
+
+
+def _save(work: Path, lesson: str, result: StudentResult, digest: str) -> None:
+    """Store one result atomically (a crash never leaves half a file): the batch resumes from these."""
+    cache = _cache(work, lesson, result.student)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.with_suffix(".tmp").write_text(json.dumps({**asdict(result), "digest": digest}))
+    cache.with_suffix(".tmp").replace(cache)

@@ -26,6 +26,8 @@ hardened distributions) only the limits apply, with a loud warning.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -96,6 +98,43 @@ class Sandbox:
 current: Sandbox = Sandbox(isolate=False)
 # Connection folders of the kernels started, removed once their notebook is done.
 _run_dirs: list[Path] = []
+
+
+class GradebookLock:
+    """One writer at a time on a gradebook shared by parallel graders (``flock`` on ``path``).
+
+    A grader holds it while nbgrader reads and writes the gradebook;
+    ``BoundedExecute`` lets go of it while the student's kernel runs, so several
+    graders execute side by side but never touch the SQLite file together.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self._fd = Path(path), None
+
+    def __enter__(self):
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fd, self._fd = self._fd, None
+        os.close(fd)  # closing releases the lock
+
+    @contextlib.contextmanager
+    def released(self):
+        """Let go for the duration of the block (no-op unless held)."""
+        if self._fd is None:
+            yield
+            return
+        self.__exit__()
+        try:
+            yield
+        finally:
+            self.__enter__()
+
+
+# The lock of this grader process (set by the grader; None: nothing to share).
+gradebook_lock: GradebookLock | None = None
 
 
 def isolation_available() -> tuple[bool, str]:
@@ -174,7 +213,8 @@ class BoundedExecute(Execute):
         timer.daemon = True
         timer.start()
         try:
-            return super().preprocess(nb, resources, km)
+            with gradebook_lock.released() if gradebook_lock else contextlib.nullcontext():
+                return super().preprocess(nb, resources, km)
         except (DeadKernelError, CellTimeoutError, RuntimeError) as err:
             # CellTimeoutError: the kernel ignored the interrupt (it is shut down on the way out).
             # RuntimeError: the kernel did not start (e.g. the sandbox refused) or died on start-up.
