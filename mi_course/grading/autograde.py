@@ -190,6 +190,8 @@ def _start_grader(batch: _Batch) -> None:
     from nbgrader.apps import NbGraderAPI
 
     _grader = (batch, NbGraderAPI(config=_config(batch.work, batch.limits)))
+    # nbgrader's own harmless SQLAlchemy session warnings: a screenful per student otherwise.
+    warnings.filterwarnings("ignore", message=r"Object of type <Submitted\w+> not in session")
     sandbox.gradebook_lock = sandbox.GradebookLock(batch.work / "gradebook.lock")
 
 
@@ -198,7 +200,10 @@ def _grade(student: str, notebook: Path) -> StudentResult:
     batch, api = _grader
     try:
         with sandbox.gradebook_lock:  # let go while the kernel runs (BoundedExecute)
-            return _grade_one(api, batch, student, notebook)
+            result = _grade_one(api, batch, student, notebook)
+        if result.status.startswith(GRADED):
+            result.feedback = _feedback(api, batch, student)
+        return result
     except Exception as err:  # one submission never stops the batch
         return StudentResult(student, f"error: grader failure ({type(err).__name__}: {err})"[:300],
                              dict.fromkeys(batch.exercises, 0.0))
@@ -267,14 +272,21 @@ def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResul
     missing = sorted(set(exercises) - set(scores))
     if missing:
         notes.append(f"not graded: {', '.join(missing)}")
-    feedback = None
-    if batch.feedback_dir is not None and api.generate_feedback(lesson, student, force=True)["success"]:
-        html = Path(course.feedback_directory) / student / lesson / f"{lesson}.html"
-        if html.is_file():
-            (batch.feedback_dir / student).mkdir(parents=True, exist_ok=True)
-            feedback = str(shutil.copy(html, batch.feedback_dir / student / f"{lesson}.html"))
     status = GRADED if not notes else f"{GRADED} ({'; '.join(dict.fromkeys(notes))})"
-    return StudentResult(student, status, {k: scores.get(k, 0.0) for k in exercises}, feedback)
+    return StudentResult(student, status, {k: scores.get(k, 0.0) for k in exercises})
+
+
+def _feedback(api, batch: _Batch, student: str) -> str | None:
+    """nbgrader's HTML feedback for a graded student, copied to ``batch.feedback_dir`` (only reads
+    the gradebook: runs without the lock)."""
+    lesson = batch.lesson
+    if batch.feedback_dir is None or not api.generate_feedback(lesson, student, force=True)["success"]:
+        return None
+    html = Path(api.coursedir.feedback_directory) / student / lesson / f"{lesson}.html"
+    if not html.is_file():
+        return None
+    (batch.feedback_dir / student).mkdir(parents=True, exist_ok=True)
+    return str(shutil.copy(html, batch.feedback_dir / student / f"{lesson}.html"))
 
 
 def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, work_dir: Path | None = None,
