@@ -85,6 +85,14 @@ def cmd_validate(args) -> int:
     return 0 if ok else 1
 
 
+def _work(args) -> Path:
+    """The grading work folder: ``--work``, else the checkout's ``.nbgrader/`` (nbgrader's own, by the
+    root nbgrader_config.py), so the formgrader sees what autograde did."""
+    from mi_course.course import course_root
+
+    return Path(args.work) if args.work else course_root() / ".nbgrader"
+
+
 def cmd_autograde(args) -> int:
     from mi_course.course import lesson_name
     from mi_course.grading.autograde import autograde
@@ -92,7 +100,7 @@ def cmd_autograde(args) -> int:
 
     limits = Limits(cell_timeout=args.cell_timeout, wall=args.wall, cpu=args.cpu, memory=int(args.memory * 2**30))
     results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None,
-                        work_dir=Path(args.work) if args.work else None,
+                        work_dir=_work(args),
                         feedback_dir=Path(args.feedback) if args.feedback else None,
                         limits=limits, isolation=args.isolation, force=args.force, jobs=args.jobs)
     for r in results:
@@ -130,7 +138,7 @@ def cmd_feedback(args) -> int:
 
     if not (args.exchange or args.to):
         raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
-    students = feedback(lesson_name(args.lesson), Path(args.work), Path(args.exchange) if args.exchange else None,
+    students = feedback(lesson_name(args.lesson), _work(args), Path(args.exchange) if args.exchange else None,
                         Path(args.to) if args.to else None)
     where = " and ".join(x for x in [args.exchange and f"released to {args.exchange}",
                                      args.to and f"copied to {args.to}/<student>/"] if x)
@@ -142,7 +150,7 @@ def cmd_export(args) -> int:
     from mi_course.course import lesson_name
     from mi_course.grading.export import export_csv
 
-    print(f"wrote {export_csv(Path(args.work), Path(args.to), [lesson_name(x) for x in args.lessons])}")
+    print(f"wrote {export_csv(_work(args), Path(args.to), [lesson_name(x) for x in args.lessons])}")
     return 0
 
 
@@ -185,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("submissions", metavar="DIR")
     p.add_argument("--csv", default=None, help="write grades here (one row per student)")
     p.add_argument("--feedback", default=None, help="HTML feedback folder (default: feedback/ next to --csv)")
-    p.add_argument("--work", default=None,
-                   help="keep nbgrader's gradebook and results here: a re-run resumes and reuses unchanged rows")
-    p.add_argument("--force", action="store_true", help="with --work: regrade every submission")
+    p.add_argument("--work", default=None, help="nbgrader's gradebook, copies and results (default: the "
+                   "checkout's .nbgrader/, where `nbgrader formgrader` run from the checkout finds them): a re-run "
+                   "resumes and reuses unchanged rows")
+    p.add_argument("--force", action="store_true", help="regrade every submission (default: reuse unchanged "
+                   "results)")
     p.add_argument("--isolation", choices=["auto", "required", "off"], default="auto",
                    help="sandbox the student's kernel (auto: if the system allows it, else warn)")
     p.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
@@ -201,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("feedback", help="HTML feedback of a graded lesson, to the exchange and/or a folder")
     p.add_argument("lesson")
-    p.add_argument("--work", required=True, help="the --work folder autograde used")
+    p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
     p.add_argument("--exchange", default=None, metavar="ROOT", help="release it here (students: nbgrader "
                    "fetch_feedback)")
     p.add_argument("--to", default=None, metavar="DIR", help="copy DIR/<student>/<lesson>.html here (for an LMS)")
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="grades from the gradebook: one row per student and lesson, a column "
                        "per graded cell (written answers once graded in the formgrader)")
     p.add_argument("lessons", nargs="*", help="lessons to export (default: all graded)")
-    p.add_argument("--work", required=True, help="the --work folder autograde used")
+    p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
     p.add_argument("--to", required=True, metavar="CSV")
     p.set_defaults(func=cmd_export)
 

@@ -55,3 +55,19 @@ def test_instructor_commands_reject_incomplete_requests(tmp_path):
     for args, words in cases.items():
         result = run(*args)
         assert result.returncode == 2 and words in result.stderr, (args, result.stderr[-500:])
+
+
+def test_default_work_folder_is_where_nbgrader_looks():
+    """`mi-course autograde` without --work grades into the checkout's .nbgrader/: the folders
+    `nbgrader formgrader` uses when run from the checkout (root nbgrader_config.py)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from mi_course.cli import _work
+    from mi_course.grading.config import nbgrader_config
+
+    by_hand = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config().CourseDirectory
+    ours = nbgrader_config(ROOT, work=_work(type("Args", (), {"work": None}))).CourseDirectory
+    for name in ("submitted_directory", "autograded_directory", "feedback_directory"):
+        assert (ROOT / getattr(by_hand, name)).resolve() == ROOT.joinpath(getattr(ours, name)).resolve(), name
+    assert ours.db_url == f"sqlite:///{(ROOT / by_hand.db_url.removeprefix('sqlite:///')).resolve()}"
+    assert by_hand.course_id == ours.course_id
