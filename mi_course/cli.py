@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", default=None, help="write grades here (one row per student)")
     p.add_argument("--feedback", default=None, help="HTML feedback folder (default: feedback/ next to --csv)")
     p.add_argument("--work", default=None, help="nbgrader's gradebook, copies and results (default: the "
-                   "checkout's .nbgrader/, where the formgrader of a JupyterLab started in the checkout finds them): a re-run "
-                   "resumes and reuses unchanged rows")
+                   "checkout's .nbgrader/, where the formgrader of a JupyterLab started in the checkout "
+                   "finds them); a re-run resumes and reuses unchanged rows")
     p.add_argument("--force", action="store_true", help="regrade every submission (default: reuse unchanged "
                    "results)")
     p.add_argument("--isolation", choices=["auto", "required", "off"], default="auto",
