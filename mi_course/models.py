@@ -8,6 +8,10 @@ that folder in well under a second.
 ``load_model()`` returns a :class:`CourseModel`: one set of weights, seen
 through the four libraries the course teaches (transformers, nnsight,
 TransformerLens, pyvene) without a second copy in memory.
+
+``load_model(name, remote=True)`` (or ``MI_COURSE_REMOTE=1``) is for models too
+large for this machine: no weights are downloaded, and the very same nnsight
+traces run on NDIF (https://ndif.us), the National Deep Inference Fabric.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ _MARKER = "mi_course_prepared.json"
 
 
 class ModelNotAvailableError(RuntimeError):
-    """The requested model cannot be loaded here (offline, misspelled, missing files)."""
+    """The requested model cannot be loaded or run here (offline, misspelled, missing
+    files, weights only on NDIF, no NDIF API key)."""
 
 
 def cache_dir() -> Path:
@@ -153,6 +158,11 @@ class CourseModel:
       (its ``to_tokens`` prepends BOS; compatibility mode is *not* enabled,
       because it folds weights in place and would change ``hf`` too)
     - ``intervenable(config)``: a pyvene ``IntervenableModel`` over the same weights
+    - ``config``: the transformers config (``n_layers`` and ``d_model`` come from it)
+
+    With ``remote=True`` the weights stay on NDIF: ``nnsight`` is a weightless model
+    whose ``trace``, ``generate`` and ``session`` run there, and ``hf``, ``bridge`` and
+    ``intervenable`` raise :class:`ModelNotAvailableError` saying so.
 
     The bridge replaces the layers of the model it wraps with its own wrappers, and
     pyvene clears every forward hook of the model it runs (transformers 5 records
@@ -162,18 +172,34 @@ class CourseModel:
     """
 
     name: str
-    hf: torch.nn.Module
+    _hf: torch.nn.Module  # on the meta device (no weights) when remote
     tokenizer: object
     device: str
+    remote: bool = False
     _views: dict = field(default_factory=dict, repr=False)
 
     @property
+    def hf(self) -> torch.nn.Module:
+        if self.remote:
+            raise ModelNotAvailableError(
+                f"{self.name} runs on NDIF (remote=True): its weights are not on this machine, so "
+                "model.hf, model.bridge and model.intervenable(...) cannot run it. Use model.nnsight: "
+                "`with model.nnsight.trace(prompt):` runs on NDIF. For a model that fits here, "
+                "load_model(name) without remote."
+            )
+        return self._hf
+
+    @property
+    def config(self):
+        return self._hf.config
+
+    @property
     def n_layers(self) -> int:
-        return self.hf.config.num_hidden_layers
+        return self.config.num_hidden_layers
 
     @property
     def d_model(self) -> int:
-        return self.hf.config.hidden_size
+        return self.config.hidden_size
 
     @property
     def nnsight(self):
@@ -205,20 +231,83 @@ class CourseModel:
         return copy.deepcopy(self.hf, memo=shared)
 
     def __repr__(self) -> str:
-        return f"CourseModel({self.name!r}, {self.n_layers} layers, d_model={self.d_model}, device={self.device!r})"
+        where = "on NDIF" if self.remote else f"device={self.device!r}"
+        return f"CourseModel({self.name!r}, {self.n_layers} layers, d_model={self.d_model}, {where})"
+
+
+@functools.cache
+def _ndif_model_class() -> type:
+    """nnsight's ``TransformersModel`` with NDIF as the default (made on first use: nnsight
+    takes a second to import)."""
+    from nnsight import TransformersModel
+
+    class NDIFModel(TransformersModel):
+        """Built on the meta device from the config alone; ``trace``, ``generate`` and
+        ``session`` default to ``remote=True``, and nothing ever loads the weights here."""
+
+        def trace(self, *inputs, **kwargs):
+            kwargs.setdefault("remote", True)
+            return super().trace(*inputs, **kwargs)
+
+        def session(self, *args, **kwargs):
+            kwargs.setdefault("remote", True)
+            return super().session(*args, **kwargs)
+
+        def dispatch(self):
+            raise ModelNotAvailableError(
+                f"{self.repo_id} runs on NDIF: running it here (remote=False) would download all its "
+                "weights. Leave remote at its default, or load_model(name) without remote if it fits."
+            )
+
+        # NDIF knows TransformersModel, not this class: the model key and the pickled
+        # request name the base class, so nothing of mi_course is needed server-side.
+        def _remoteable_class(self) -> type:
+            return TransformersModel
+
+        def __reduce_ex__(self, protocol):
+            return object.__new__, (TransformersModel,), self.__getstate__()
+
+    return NDIFModel
+
+
+def _require_ndif_api_key() -> None:
+    """Raise unless an NDIF API key is configured; the key itself is never shown."""
+    from nnsight import CONFIG
+
+    if os.environ.get("NDIF_API_KEY"):  # nnsight reads the environment only when imported
+        CONFIG.API.APIKEY = os.environ["NDIF_API_KEY"]
+    if not CONFIG.API.APIKEY:
+        raise ModelNotAvailableError(
+            "Running on NDIF (remote=True or MI_COURSE_REMOTE=1) needs an NDIF API key and none is set. "
+            "Get one at https://login.ndif.us, then run `nnsight login` in a terminal (saves it for "
+            "good), or set the environment variable NDIF_API_KEY (in Colab: a secret of that name), "
+            "or call nnsight.CONFIG.set_default_api_key(key) once, outside any notebook you share."
+        )
 
 
 def _resolve(name: str | None) -> str:
     return name or os.environ.get("MI_COURSE_MODEL") or "embedded"
 
 
-def _load_pretrained(path: str | Path, label: str):
+def _remote_requested(remote: bool | None) -> bool:
+    if remote is None:
+        return os.environ.get("MI_COURSE_REMOTE", "").lower() in ("1", "true", "yes")
+    return remote
+
+
+def _load_pretrained(path: str | Path, label: str, remote: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         # Eager attention: attention weights are materialised (to read or patch), and the
         # TransformerBridge would switch to it anyway, changing the numbers under other views.
+        # Remote, the request carries it to NDIF. The tokenizer is passed in because nnsight
+        # 0.8.1 cannot pick one for a meta model under transformers 5.24.
+        if remote:
+            return _ndif_model_class()(
+                path, tokenizer=tokenizer, task="text-generation", attn_implementation="eager"
+            ), tokenizer
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
@@ -227,7 +316,7 @@ def _load_pretrained(path: str | Path, label: str):
             "or point to a local folder."
             if offline
             else "Check the name on https://huggingface.co, your internet connection, and for gated "
-            "models (e.g. meta-llama/*) accept the licence and run `huggingface-cli login`."
+            "models (e.g. meta-llama/*) accept the licence and run `hf auth login`."
         )
         raise ModelNotAvailableError(
             f"Could not load model {label!r}. {how} Without any of that, load_model() with no "
@@ -237,7 +326,15 @@ def _load_pretrained(path: str | Path, label: str):
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, device: str) -> CourseModel:
+def _load(name: str, device: str, remote: bool = False) -> CourseModel:
+    if remote:
+        import nnsight
+
+        nnsight.register("mi_course")  # NDIF lacks mi_course: helpers used in a trace travel as source
+        lm, tokenizer = _load_pretrained(name, name, remote=True)
+        model = CourseModel(name=name, _hf=lm._module, tokenizer=tokenizer, device=device, remote=True)
+        model._views["nnsight"] = lm
+        return model
     if name == "embedded":
         hf, tokenizer = _load_pretrained(prepare_embedded(), EMBEDDED_NAME)
         label = EMBEDDED_NAME
@@ -246,14 +343,27 @@ def _load(name: str, device: str) -> CourseModel:
         label = name
     hf.to(device).eval()
     hf.requires_grad_(False)
-    return CourseModel(name=label, hf=hf, tokenizer=tokenizer, device=device)
+    return CourseModel(name=label, _hf=hf, tokenizer=tokenizer, device=device)
 
 
-def load_model(name: str | None = None, device: str | None = None) -> CourseModel:
+def load_model(name: str | None = None, device: str | None = None, remote: bool | None = None) -> CourseModel:
     """Load a causal LM for analysis (eval mode, gradients off), cached per process.
 
     ``name``: a Hugging Face model name (``"gpt2"``, ``"meta-llama/Llama-3.2-1B"``),
     a local folder, or ``None`` for ``$MI_COURSE_MODEL`` or else the embedded
     offline model. ``device``: default cuda, then mps, then cpu.
+    ``remote``: run nnsight traces on NDIF instead of here (default
+    ``$MI_COURSE_REMOTE``): only the config and tokenizer are downloaded, inputs
+    stay on the CPU, and an NDIF API key is required (see :class:`CourseModel`).
     """
-    return _load(_resolve(name), device or default_device())
+    name = _resolve(name)
+    if not _remote_requested(remote):
+        return _load(name, device or default_device())
+    if name == "embedded":
+        raise ModelNotAvailableError(
+            f"NDIF does not serve the embedded {EMBEDDED_NAME}: name a model it serves, e.g. "
+            "load_model('meta-llama/Llama-3.1-70B', remote=True) or MI_COURSE_MODEL=meta-llama/Llama-3.1-70B "
+            "(list: nnsight.status() or https://nnsight.net/status/)."
+        )
+    _require_ndif_api_key()
+    return _load(name, "cpu", remote=True)
