@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# The suite runs on the embedded model, here: a user's exported model choice must not leak in.
+for _name in ("MI_COURSE_MODEL", "MI_COURSE_REMOTE", "MI_COURSE_DEVICE"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session", autouse=True)
