@@ -3,9 +3,11 @@
 Not a test: no thresholds. Each figure is a median over repeated runs; ratios are
 measured side by side in the same run.
 
-    python benchmarks/run.py                 # everything (about 10-15 minutes on 2 cores)
+    python benchmarks/run.py                 # everything (about 15-20 minutes on 2 cores)
     python benchmarks/run.py --skip-notebooks --repeat 5
     python benchmarks/run.py --prepare       # also time a first-time model preparation (~25 s)
+    python benchmarks/run.py --only patching # one section (several: --only lens patching); its rows
+                                             # replace that section's rows in results.md, the rest stay
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from mi_course import lens, models, patching  # noqa: E402
 from mi_course.course import lesson_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.md"
+SECTIONS = ("model", "libraries", "lens", "patching", "notebooks")  # "machine" is always recorded
 ROWS: list[tuple[str, str, str]] = []  # (section, figure, value)
 
 
@@ -48,6 +52,20 @@ def median_time(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def side_by_side(fns: dict, repeat: int) -> dict:
+    """Median wall time of each of ``fns`` (name -> function): one warm-up run each, then ``repeat``
+    rounds that run every function once, so that a slower stretch of the machine hits them all alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def machine() -> None:
@@ -137,20 +155,44 @@ def logit_lens_costs(model, repeat: int) -> None:
 
 
 def patching_costs(model, repeat: int) -> None:
-    clean, corrupted = patching.prompt_pair(model, "The capital of France is the city of",
-                                            "The capital of Italy is the city of")
-    correct, wrong = patching.answer_ids(model, " Paris", " Rome")
-    positions = list(range(clean.shape[1]))
-    args = (model, clean, corrupted, correct, wrong)
-    for n_layers in (5, 10, 30):
-        layers = list(range(0, model.n_layers, max(1, model.n_layers // n_layers)))[:n_layers]
-        cells = len(layers) * len(positions)
-        batched = median_time(lambda: patching.patch_residual_batched(*args, layers, positions), repeat)
-        record("patching", f"batched sweep, {len(layers)} layers x {len(positions)} positions ({cells} cells)",
-               f"{batched:.2f} s")
+    """One forward per cell (the loop) vs many patched runs per forward (batched) vs only what each
+    patch changes (cached), on the same cells, side by side; then how batched and cached scale with
+    the number of cells."""
+    def sweep(pair, answers, layers, positions, fns=("loop", "batched", "cached")):
+        layers, positions = list(layers), list(positions)
+        args = (model, *patching.prompt_pair(model, *pair), *patching.answer_ids(model, *answers), layers, positions)
+        funcs = {"loop": patching.patch_residual_loop, "batched": patching.patch_residual_batched,
+                 "cached": patching.patch_residual_cached}
+        t = side_by_side({name: lambda f=funcs[name]: f(*args) for name in fns}, repeat)
+        return t, f"{len(layers)} layers x {len(positions)} positions ({len(layers) * len(positions)} cells)"
+
+    capital = ("The capital of France is the city of", "The capital of Italy is the city of"), (" Paris", " Rome")
+    for n_layers in (5, 10, 30):  # every position of the 8-token pair
+        layers = range(0, model.n_layers, model.n_layers // n_layers)
         if n_layers == 10:
-            loop = median_time(lambda: patching.patch_residual_loop(*args, layers, positions), 1)
-            record("patching", f"one forward per cell, same {cells} cells", f"{loop:.2f} s = {loop / batched:.1f}x batched")
+            t, cells = sweep(*capital, layers, range(8))
+            record("patching", f"8-token pair, {cells}: loop / batched / cached",
+                   f"{t['loop']:.2f} s / {t['batched']:.2f} s / {t['cached']:.2f} s")
+            record("patching", "same cells, speed-up over the loop: batched / cached",
+                   f"{t['loop'] / t['batched']:.1f}x / {t['loop'] / t['cached']:.1f}x")
+        else:
+            t, cells = sweep(*capital, layers, range(8), fns=("batched", "cached"))
+            record("patching", f"8-token pair, {cells}: batched / cached",
+                   f"{t['batched']:.2f} s / {t['cached']:.2f} s = {t['batched'] / t['cached']:.1f}x")
+
+    # lesson 5's pair (14 tokens), positions from the first difference (S2) to the end, as the lesson sweeps them
+    ioi = (("When John and Mary went to the store, John gave a drink to",
+            "When John and Mary went to the store, Mary gave a drink to"), (" Mary", " John"))
+    clean, corrupted = patching.prompt_pair(model, *ioi[0])
+    positions = range(patching.first_difference(clean, corrupted), clean.shape[1])
+    t, cells = sweep(*ioi, range(0, model.n_layers, 2), positions)
+    record("patching", f"lesson 5 pair, {cells}: loop / batched / cached",
+           f"{t['loop']:.2f} s / {t['batched']:.2f} s / {t['cached']:.2f} s")
+    record("patching", "same cells, speed-up over the loop: batched / cached",
+           f"{t['loop'] / t['batched']:.1f}x / {t['loop'] / t['cached']:.1f}x")
+    t, cells = sweep(*ioi, range(model.n_layers), positions, fns=("batched", "cached"))
+    record("patching", f"lesson 5 full sweep, {cells}: batched / cached",
+           f"{t['batched']:.2f} s / {t['cached']:.2f} s = {t['batched'] / t['cached']:.1f}x")
 
 
 def notebook_costs() -> None:
@@ -179,13 +221,21 @@ def notebook_costs() -> None:
     record("notebooks", "whole course (all solution notebooks, executed)", f"{total / 60:.1f} min")
 
 
-def write_results() -> None:
-    lines = ["# Benchmark results", "", f"Run on {time.strftime('%Y-%m-%d')} with `python benchmarks/run.py`"
-             f" (HF_HUB_OFFLINE=1, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}).", "",
-             "| section | figure | value |", "|---|---|---|"]
-    lines += [f"| {s} | {f} | {v} |" for s, f, v in ROWS]
-    (ROOT / "benchmarks" / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {ROOT / 'benchmarks' / 'results.md'}")
+def write_results(only: list[str] | None) -> None:
+    """Write the table to results.md; with ``only``, replace just those sections' rows (and the machine's)."""
+    date, command = time.strftime("%Y-%m-%d"), " ".join(["python benchmarks/run.py", *sys.argv[1:]])
+    rows, header = ROWS, (f"Run on {date} with `{command}` (HF_HUB_OFFLINE=1, "
+                          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}).")
+    if only:  # the other sections' rows stay as the last run wrote them, in their order
+        text = RESULTS.read_text().splitlines()
+        old = [tuple(cell.strip() for cell in line.split("|")[1:4]) for line in text[6:] if line.startswith("| ")]
+        fresh = {r[0] for r in ROWS}
+        rows = [r for s in dict.fromkeys(r[0] for r in old + ROWS) for r in (ROWS if s in fresh else old) if r[0] == s]
+        header = text[2].split(" Rows of ")[0] + f" Rows of {', '.join(only)} re-measured on {date} with `{command}`."
+    lines = ["# Benchmark results", "", header, "", "| section | figure | value |", "|---|---|---|"]
+    lines += [f"| {s} | {f} | {v} |" for s, f, v in rows]
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}")
 
 
 def main() -> None:
@@ -193,15 +243,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--prepare", action="store_true", help="also time a first-time model preparation")
     parser.add_argument("--skip-notebooks", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args()
+    run = set(args.only or SECTIONS) - ({"notebooks"} if args.skip_notebooks else set())
     machine()
-    model = model_costs(args.repeat, args.prepare)
-    library_overhead(model, args.repeat)
-    logit_lens_costs(model, args.repeat)
-    patching_costs(model, args.repeat)
-    if not args.skip_notebooks:
+    model = model_costs(args.repeat, args.prepare) if "model" in run else models.load_model()
+    if "libraries" in run:
+        library_overhead(model, args.repeat)
+    if "lens" in run:
+        logit_lens_costs(model, args.repeat)
+    if "patching" in run:
+        patching_costs(model, args.repeat)
+    if "notebooks" in run:
         notebook_costs()
-    write_results()
+    write_results(args.only)
 
 
 if __name__ == "__main__":

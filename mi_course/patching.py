@@ -115,6 +115,44 @@ def patch_residual_batched(
     return torch.cat(diffs).reshape(len(layers), len(positions))
 
 
+def patch_residual_cached(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:
+    """The same sweep as :func:`patch_residual_loop`, computing only what each patch changes.
+
+    A run patched at ``(layer, p)`` is the corrupted run up to ``layer``, and at every position before
+    ``p``. So one forward of both prompts keeps every layer's residual and the corrupted run's keys and
+    values, then cell ``(layer, p)`` runs only the layers after ``layer``, on positions ``p..`` only,
+    attending to the corrupted keys and values of the positions before ``p``. All cells go through a layer
+    together as one packed sequence ``[1, N, d_model]`` (each cell's tokens side by side, the cells sorted
+    by layer so that those already running come first), with a mask keeping each token to the corrupted
+    prefix of its cell and to its own cell's tokens. Returns ``[len(layers), len(positions)]``.
+    """
+    hf, lm, n, T = model.hf, model.nnsight, model.n_layers, clean_ids.shape[1]
+    with lm.trace(torch.cat([clean_ids, corrupted_ids]), use_cache=True, logits_to_keep=1):
+        resid = [layer.output for layer in lm.model.layers].save()  # n_layers x [2, pos, d_model]
+        cache = lm.model.output.cache.save()
+    clean, corrupted = torch.stack(list(resid)).unbind(1)  # [n_layers, pos, d_model] each
+    cache.batch_select_indices(torch.tensor([1]))  # the corrupted run's keys and values, [1, kv_heads, pos, d_head]
+    result = torch.zeros(len(layers), len(positions))
+    cells = sorted((layer % n, p % T, i, j) for i, layer in enumerate(layers) for j, p in enumerate(positions))
+    if not cells:
+        return result
+    tokens = [(c, layer, p, q) for c, (layer, p, _, _) in enumerate(cells) for q in range(p, T)]
+    cell, L, p, q = torch.tensor(tokens, device=clean.device).T  # [N] each: token's cell, cell's (layer, p), position
+
+    x = torch.where((q == p)[:, None], clean[L, q], corrupted[L, q])[None]  # [1, N, d_model]: after layer L, patched
+    sees = torch.cat([torch.arange(T, device=q.device) < p[:, None], (cell[:, None] == cell) & (q[:, None] >= q)], 1)
+    mask = torch.zeros(sees.shape, dtype=x.dtype, device=x.device).masked_fill(~sees, float("-inf"))  # [N, pos + N]
+    cos, sin = hf.model.rotary_emb(x, q[None])  # rotary embeddings of each token's own position: [1, N, d_head]
+    for layer in range(int(L[0]) + 1, n):
+        m = int((L < layer).sum())  # the first m tokens: cells patched below this layer
+        x[:, :m] = hf.model.layers[layer](x[:, :m], attention_mask=mask[None, None, :m, : T + m],
+                                          position_embeddings=(cos[:, :m], sin[:, :m]), cache=cache)
+    logits = hf.lm_head(hf.model.norm(x[:, q == T - 1]))  # each cell's last token: [1, cells, vocab]
+    rows, cols = torch.tensor([c[2:] for c in cells]).T
+    result[rows, cols] = logit_diff(logits.transpose(0, 1), correct_id, wrong_id).cpu()
+    return result
+
+
 def _component(lm, layer: int, component: str):
     """The nnsight module whose output pyvene calls ``component`` at ``layer``."""
     block = lm.model.layers[layer]

@@ -1,4 +1,4 @@
-"""mi_course.patching on the embedded model: batched == loop, pyvene == nnsight, ablation and skipping are exact."""
+"""mi_course.patching on the embedded model: batched == cached == loop, pyvene == nnsight, ablation and skipping are exact."""
 
 import pytest
 import torch
@@ -67,6 +67,17 @@ def test_batched_sweep_equals_loop(model, pair):
     assert torch.allclose(loop, batched, atol=1e-3)
     clean_ld = pt.logit_diff(model.hf(pair[0]).logits, pair[2], pair[3])
     assert torch.allclose(batched[2, 1], clean_ld[0], atol=1e-3)  # last layer, last position = clean run
+
+
+def test_cached_sweep_equals_loop(model, pair):
+    # unsorted, repeated and negative cells; position 0 has no prefix to reuse, layer 29 no layer left to run
+    layers, positions = [29, 0, 17, 17], [-1, 0, 9, 11]
+    loop = pt.patch_residual_loop(model, *pair, layers, positions)
+    cached = pt.patch_residual_cached(model, *pair, layers, positions)
+    assert cached.shape == loop.shape == (4, 4)
+    assert (cached - loop).abs().max() < 1e-4
+    assert (loop[:, 2] - loop[:, 1]).abs().max() > 1  # patching S2 (position 9) matters: the cells are not all alike
+    assert pt.patch_residual_cached(model, *pair, [], positions).shape == (0, 4)
 
 
 @pytest.mark.parametrize("component", pt.COMPONENTS)
