@@ -231,7 +231,9 @@ def write_results(only: list[str] | None) -> None:
         old = [tuple(cell.strip() for cell in line.split("|")[1:4]) for line in text[6:] if line.startswith("| ")]
         fresh = {r[0] for r in ROWS}
         rows = [r for s in dict.fromkeys(r[0] for r in old + ROWS) for r in (ROWS if s in fresh else old) if r[0] == s]
-        header = text[2].split(" Rows of ")[0] + f" Rows of {', '.join(only)} re-measured on {date} with `{command}`."
+        base, *notes = text[2].split(" Rows of ")  # keep the notes of sections not re-measured now
+        notes = [n for n in notes if not set(n.split(" re-measured")[0].split(", ")) & set(only)]
+        header = " Rows of ".join([base, *notes, f"{', '.join(only)} re-measured on {date} with `{command}`."])
     lines = ["# Benchmark results", "", header, "", "| section | figure | value |", "|---|---|---|"]
     lines += [f"| {s} | {f} | {v} |" for s, f, v in rows]
     RESULTS.write_text("\n".join(lines) + "\n")
