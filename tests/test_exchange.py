@@ -16,6 +16,7 @@ import time
 import nbformat
 import pytest
 
+from mi_course.models import cache_dir
 from minicourse import LESSON, mini_course
 
 COURSE = "mi-course"
@@ -29,7 +30,7 @@ def course(tmp_path_factory):
 
 def _run(home, *command):
     """Run ``command`` with ``home`` as $HOME and Jupyter folders; returns its output, fails loudly."""
-    env = {**os.environ, "HOME": str(home),
+    env = {**os.environ, "HOME": str(home), "MI_COURSE_CACHE": str(cache_dir()),  # the model, prepared once
            "JUPYTER_DATA_DIR": str(home / ".local/share/jupyter"), "JUPYTER_CONFIG_DIR": str(home / ".jupyter")}
     home.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=600)
