@@ -50,8 +50,12 @@ def positions_of(model, text: str, word: str) -> list[int]:
 @contextlib.contextmanager
 def eager_attention(model):
     """Run ``model`` with eager attention inside the block (so attention modules return
-    their weights), then restore the implementation it had."""
-    before = model.hf.config._attn_implementation
+    their weights), then restore the implementation it had. ``load_model`` already loads
+    eager (remote models too): then there is nothing to switch."""
+    before = model.config._attn_implementation
+    if before == "eager":
+        yield model
+        return
     model.hf.set_attn_implementation("eager")
     try:
         yield model

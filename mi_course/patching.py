@@ -221,7 +221,7 @@ def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, po
 def head_dim(model) -> int:
     """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2;
     ``config.head_dim`` where the model sets it)."""
-    config = model.hf.config
+    config = model.config
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
