@@ -66,6 +66,8 @@ def cmd_release(args) -> int:
     from mi_course.course import lesson_name, lesson_names
     from mi_course.grading.release import generate
 
+    if args.force and not args.exchange:
+        raise ValueError("--force replaces an earlier release on the exchange: it needs --exchange ROOT")
     lessons = [lesson_name(x) for x in args.lessons] or lesson_names()
     for lesson in lessons:
         generated = generate(lesson, Path(args.to) if args.to else None)
@@ -103,8 +105,9 @@ def cmd_autograde(args) -> int:
                         work_dir=_work(args),
                         feedback_dir=Path(args.feedback) if args.feedback else None,
                         limits=limits, isolation=args.isolation, force=args.force, jobs=args.jobs)
+    print(f"{'student':<20} {'autograded':>10}  status")
     for r in results:
-        print(f"{r.student:<20} {r.total:6.1f}  {r.status}")
+        print(f"{r.student:<20} {r.total:10.1f}  {r.status}")
     if args.csv:
         print(f"wrote {args.csv}")
     return 0
@@ -117,10 +120,13 @@ def cmd_collect(args) -> int:
     if (args.source is None) == (args.exchange is None):
         raise ValueError("give either SOURCE (LMS downloads) or --exchange ROOT, not both or neither")
     if args.exchange:
+        if args.pattern:
+            raise ValueError("--pattern is for LMS file names; the exchange knows its students")
         from mi_course.grading.exchange import collect as collect_exchange
 
         students = collect_exchange(lesson_name(args.lesson), Path(args.exchange), Path(args.to))
-        print(f"{len(students)} student(s) collected from the exchange into {args.to}: {', '.join(students)}")
+        print(f"{args.to} now holds the latest exchange submission of {len(students)} student(s): "
+              f"{', '.join(students)}")
         return 0
     found = collect(lesson_name(args.lesson), Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
     for student, files in found.students.items():
@@ -138,12 +144,13 @@ def cmd_feedback(args) -> int:
 
     if not (args.exchange or args.to):
         raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
-    students = feedback(lesson_name(args.lesson), _work(args), Path(args.exchange) if args.exchange else None,
-                        Path(args.to) if args.to else None)
-    where = " and ".join(x for x in [args.exchange and f"released to {args.exchange}",
-                                     args.to and f"copied to {args.to}/<student>/"] if x)
-    print(f"feedback for {len(students)} student(s) {where}")
-    return 0
+    done = feedback(lesson_name(args.lesson), _work(args), Path(args.exchange) if args.exchange else None,
+                    Path(args.to) if args.to else None)
+    for student, where in done.items():
+        print(f"{student:<20} {where}")
+    missed = sum("NOT" in where for where in done.values())
+    print(f"feedback for {len(done)} student(s)" + (f"; {missed} could not be released to the exchange" if missed else ""))
+    return 1 if missed else 0
 
 
 def cmd_export(args) -> int:
@@ -183,12 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("lesson")
     p.add_argument("source", nargs="?", help="a .zip, or a folder of notebooks and .zip archives")
     p.add_argument("--exchange", default=None, metavar="ROOT", help="collect from this nbgrader exchange instead")
-    p.add_argument("--to", required=True, metavar="DIR", help="write DIR/<student_id>/<file>.ipynb here")
+    p.add_argument("--to", required=True, metavar="DIR", help="write DIR/<student_id>/<file>.ipynb here (from "
+                   "the exchange: DIR/<student_id>/<lesson>/, nbgrader's layout, with its timestamp)")
     p.add_argument("--pattern", default=None, help="regular expression on file names with (?P<student_id>...) "
                    "and (?P<file_id>...) (default: '<student_id>_<anything>.ipynb')")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("autograde", help="grade DIR/<student_id>/*.ipynb for a lesson")
+    p = sub.add_parser("autograde", help="grade each DIR/<student_id>/ (its <lesson>.ipynb, at the top or in "
+                       "<lesson>/ as the exchange collects it, else its only notebook) for a lesson")
     p.add_argument("lesson")
     p.add_argument("submissions", metavar="DIR")
     p.add_argument("--csv", default=None, help="write grades here (one row per student)")

@@ -6,6 +6,7 @@ temporary course. tests/test_lessons.py grades every real lesson with the same c
 """
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -304,3 +305,61 @@ def test_suspicious_code_is_flagged(source, flagged):
 
     notes = suspicious(new_notebook(cells=[new_code_cell(source)]))
     assert notes == ([f"suspicious code to review by hand: {flagged} in cell 1"] if flagged else [])
+
+
+def test_resubmissions_replace_what_was_graded(course, tmp_path):
+    """The exchange's layout with a stray notebook next to the lesson's; asking for feedback later is
+    not answered from the cache; an ungradable resubmission removes the earlier grade everywhere;
+    nbgrader's own `export` (no results folder given) still reads the grader's statuses."""
+    from nbgrader.api import Gradebook
+
+    from mi_course.grading.exchange import feedback
+    from mi_course.grading.export import ExerciseCsvExport
+
+    subs, work = tmp_path / "subs", tmp_path / "work"
+    folder = subs / "alice" / LESSON
+    folder.mkdir(parents=True)
+    (folder / f"{LESSON}.ipynb").write_bytes((course / "solutions" / LESSON / f"{LESSON}.ipynb").read_bytes())
+    (folder / "Untitled.ipynb").write_text("{}")
+    (first,) = autograde(LESSON, subs, work_dir=work, limits=LIMITS)
+    assert (first.status, first.total, first.feedback) == ("graded", 3.0, None)
+    (again,) = autograde(LESSON, subs, work_dir=work, limits=LIMITS, feedback_dir=tmp_path / "fb")
+    assert again.feedback and (tmp_path / "fb" / "alice" / f"{LESSON}.html").is_file()
+
+    with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
+        ExerciseCsvExport(to=str(tmp_path / "by_nbgrader.csv")).export(gradebook)
+    with open(tmp_path / "by_nbgrader.csv", newline="") as f:
+        assert [(r["student"], r["total"], r["status"]) for r in csv.DictReader(f)] == [("alice", "3.0", "graded")]
+    sent = feedback(LESSON, work, exchange=tmp_path / "exchange", to=tmp_path / "lms")
+    assert sent == {"alice": f"copied to {tmp_path / 'lms' / 'alice'}/, NOT released: not submitted through "
+                             "the exchange"}
+
+    (folder / f"{LESSON}.ipynb").write_bytes(b"")
+    (empty,) = autograde(LESSON, subs, work_dir=work, limits=LIMITS)
+    assert (empty.status, empty.total) == ("error: empty file", 0.0)
+    with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
+        assert not gradebook.find_assignment(LESSON).submissions
+    for step in ("submitted", "autograded", "feedback"):
+        assert not (work / step / "alice" / LESSON).exists(), step
+
+
+def test_parallel_kernels_run_side_by_side(course, tmp_path):
+    """With --jobs 2 the two students' kernels run at the same time: each notebook records when its
+    cell ran, and the two intervals overlap (if a grader kept the gradebook lock while its kernel
+    ran, they could not)."""
+    solution = nbformat.read(course / "solutions" / LESSON / f"{LESSON}.ipynb", 4)
+    _insert_after(solution, "ex2_answer_test", 'import time\nprint("RAN", time.time())\ntime.sleep(5)\n'
+                                               'print("RAN", time.time())')
+    for student in ("ann", "ben"):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        nbformat.write(solution, tmp_path / "subs" / student / f"{LESSON}.ipynb")
+    limits = dataclasses.replace(LIMITS, cell_timeout=20, wall=60)
+    results = autograde(LESSON, tmp_path / "subs", work_dir=tmp_path / "work", limits=limits, jobs=2)
+    assert [(r.student, r.total) for r in results] == [("ann", 3.0), ("ben", 3.0)], [r.status for r in results]
+    spans = []
+    for student in ("ann", "ben"):
+        nb = nbformat.read(tmp_path / "work" / "autograded" / student / LESSON / f"{LESSON}.ipynb", 4)
+        printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        spans.append([float(line.split()[1]) for line in printed.splitlines() if line.startswith("RAN")])
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"the kernels ran one after the other: {spans}"

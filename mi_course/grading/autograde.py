@@ -34,6 +34,8 @@ from mi_course.grading.config import nbgrader_config
 from mi_course.grading.tamper import Unreadable, is_test_cell, read_submission, repair, suspicious
 
 GRADED = "graded"
+# Status prefix of failures of the grader itself, not of the submission: never reused from the cache.
+RETRY = "error: grader failure: "
 
 
 def autograded_cells(lesson: str) -> dict[str, float]:
@@ -56,10 +58,11 @@ class StudentResult:
 
 
 def _find_notebook(folder: Path, lesson: str) -> Path | None:
-    """The student's notebook: named like the lesson, else the only ``.ipynb`` in the folder."""
-    exact = folder / f"{lesson}.ipynb"
-    if exact.is_file() or exact.is_symlink():
-        return exact
+    """The student's notebook: named like the lesson (in the folder, or in ``<lesson>/`` as
+    nbgrader's exchange collects it), else the only ``.ipynb`` in the folder."""
+    for exact in (folder / f"{lesson}.ipynb", folder / lesson / f"{lesson}.ipynb"):
+        if exact.is_file() or exact.is_symlink():
+            return exact
     candidates = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     return candidates[0] if len(candidates) == 1 else None
 
@@ -160,10 +163,10 @@ def _prepare_assignment(api, config, lesson: str, work: Path) -> Path:
     if not generated["success"]:
         raise RuntimeError(f"nbgrader could not prepare {lesson} (a work folder graded with an older "
                            f"version of the lesson needs a fresh one):\n{generated['log']}")
-    stamp.write_text(_sha256(source))
     (work / "results" / lesson).mkdir(parents=True, exist_ok=True)
     for old in (work / "results" / lesson).glob("*.json"):
         old.unlink()
+    stamp.write_text(_sha256(source))
     return released
 
 
@@ -205,7 +208,7 @@ def _grade(student: str, notebook: Path) -> StudentResult:
             result.feedback = _feedback(api, batch, student)
         return result
     except Exception as err:  # one submission never stops the batch
-        return StudentResult(student, f"error: grader failure ({type(err).__name__}: {err})"[:300],
+        return StudentResult(student, f"{RETRY}{type(err).__name__}: {err}"[:300],
                              dict.fromkeys(batch.exercises, 0.0))
 
 
@@ -220,16 +223,21 @@ def _graded(batch: _Batch, todo: list[tuple[str, Path]], jobs: int):
             sandbox.gradebook_lock = None
         return
     # spawn: fresh workers, not forks of a process that may hold torch's threads
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_grader, initargs=(batch,)) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_grader, initargs=(batch,))
+    try:
         futures = {pool.submit(_grade, student, notebook): student for student, notebook in todo}
         for future in as_completed(futures):
             student = futures[future]
             try:
                 yield student, future.result()
-            except Exception as err:  # the worker itself died
-                yield student, StudentResult(student, f"error: grader process failed ({type(err).__name__})",
+            except Exception as err:  # the worker itself died (not cached: graded again next run)
+                yield student, StudentResult(student, f"{RETRY}grader process failed ({type(err).__name__})",
                                              dict.fromkeys(batch.exercises, 0.0))
+    except BaseException:  # Ctrl-C or a failure here: drop the queue instead of grading it all first
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # Files nbgrader's exchange puts next to a submitted notebook: kept, so that feedback can be
@@ -248,10 +256,11 @@ def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResul
         reference = nbformat.read(batch.released, as_version=4)
         inspection = repair(submitted, reference, lesson, source)
     except Unreadable as err:
+        _forget(api.coursedir, lesson, student)
         return StudentResult(student, f"error: {err}", zero)
     course = api.coursedir
     target = Path(course.submitted_directory) / student / lesson
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)  # a regrade keeps the gradebook: hand-graded answers stay
     target.mkdir(parents=True)
     nbformat.write(inspection.notebook, target / f"{lesson}.ipynb")
     for name in EXCHANGE_FILES:
@@ -274,6 +283,20 @@ def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResul
         notes.append(f"not graded: {', '.join(missing)}")
     status = GRADED if not notes else f"{GRADED} ({'; '.join(dict.fromkeys(notes))})"
     return StudentResult(student, status, {k: scores.get(k, 0.0) for k in exercises})
+
+
+def _forget(course, lesson: str, student: str) -> None:
+    """Remove a student's earlier grading of ``lesson`` (copies, feedback, gradebook rows): an
+    ungradable resubmission must not leave the old grade in the formgrader or the feedback."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    for folder in (course.submitted_directory, course.autograded_directory, course.feedback_directory):
+        shutil.rmtree(Path(folder) / student / lesson, ignore_errors=True)
+    with Gradebook(course.db_url) as gradebook:
+        try:
+            gradebook.remove_submission(lesson, student)
+        except MissingEntry:
+            pass
 
 
 def _feedback(api, batch: _Batch, student: str) -> str | None:
@@ -340,7 +363,7 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
                               rlimits=limits.rlimits())
         batch = _Batch(lesson, work, released, exercises, limits, box, feedback_dir)
-        key = json.dumps([asdict(limits), isolate])
+        key = json.dumps([asdict(limits), isolate, feedback_dir is not None])
         todo, digests = [], {}
         for folder in students:
             notebook = _find_notebook(folder, lesson)
@@ -352,19 +375,22 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
                 results[folder.name] = StudentResult(folder.name, f"error: no single notebook found in "
                                                      f"{folder.name}/", dict.fromkeys(exercises, 0.0))
             else:
-                digests[folder.name] = hashlib.sha256(notebook.read_bytes() + key.encode()).hexdigest()
+                extras = b"".join(p.read_bytes() for p in map(notebook.with_name, EXCHANGE_FILES) if p.is_file())
+                digests[folder.name] = hashlib.sha256(notebook.read_bytes() + extras + key.encode()).hexdigest()
                 cache = _cache(work, lesson, folder.name)
                 saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
                 if saved.pop("digest", None) == digests[folder.name]:
                     results[folder.name] = StudentResult(**saved)
                 else:
                     todo.append((folder.name, notebook))
-        for student, result in results.items():  # export reports them too
+        for student, result in results.items():  # export reports them too; no earlier grade stays
+            if student not in digests:
+                _forget(config.CourseDirectory, lesson, student)
             _save(work, lesson, result, digests.get(student, ""))
         with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
                   unit="student") as bar:
             for student, result in _graded(batch, todo, jobs):
-                _save(work, lesson, result, digests[student])
+                _save(work, lesson, result, "" if result.status.startswith(RETRY) else digests[student])
                 results[student] = result
                 bar.update(1)
         if csv_path is not None:

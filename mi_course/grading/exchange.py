@@ -28,10 +28,9 @@ def _api(exchange: Path, work: Path, force: bool = False, **folders):
     return NbGraderAPI(config=config), config
 
 
-def _check(result: dict, what: str) -> str:
+def _check(result: dict, what: str) -> None:
     if not result["success"]:
         raise RuntimeError(f"nbgrader {what} failed:\n{result.get('log', '')}{result.get('error', '')}")
-    return result.get("log", "")
 
 
 def release(lesson: str, exchange: Path, released: Path, force: bool = False) -> Path:
@@ -52,19 +51,29 @@ def collect(lesson: str, exchange: Path, to: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(to).glob(f"*/{lesson}") if p.is_dir())
 
 
-def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | None = None) -> list[str]:
+def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | None = None) -> dict[str, str]:
     """nbgrader's HTML feedback for every student graded in ``work`` (an autograde ``--work``
-    folder): released to ``exchange`` for ``nbgrader fetch_feedback``, and/or copied to
-    ``to/<student>/<lesson>.html`` (to upload to an LMS). Returns the students."""
+    folder): copied to ``to/<student>/<lesson>.html`` (to upload to an LMS) and/or released to
+    ``exchange`` for ``nbgrader fetch_feedback``. Returns ``student -> where it went``; a
+    submission that did not come through the exchange cannot be released there (nbgrader matches
+    feedback to the submission's timestamp and secret), and says so."""
     work = Path(work).resolve()
     if not (work / "gradebook.db").is_file():
         raise FileNotFoundError(f"no gradebook in {work}: pass the --work folder that `mi-course autograde` used")
     api, config = _api(exchange or work / "no-exchange", work)
     _check(api.generate_feedback(lesson), f"generate_feedback {lesson}")
-    pages = sorted(Path(config.CourseDirectory.feedback_directory).glob(f"*/{lesson}/{lesson}.html"))
-    if exchange is not None:
-        _check(api.release_feedback(lesson), f"release_feedback {lesson}")
-    for page in pages if to is not None else []:
-        (Path(to) / page.parents[1].name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(page, Path(to) / page.parents[1].name / f"{lesson}.html")
-    return [page.parents[1].name for page in pages]
+    done = {}
+    for page in sorted(Path(config.CourseDirectory.feedback_directory).glob(f"*/{lesson}/{lesson}.html")):
+        student, where = page.parents[1].name, []
+        if to is not None:
+            (Path(to) / student).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(page, Path(to) / student / f"{lesson}.html")
+            where.append(f"copied to {Path(to) / student}/")
+        if exchange is not None:
+            if all((page.parent / name).is_file() for name in ("timestamp.txt", "submission_secret.txt")):
+                _check(api.release_feedback(lesson, student), f"release_feedback {lesson} {student}")
+                where.append("released to the exchange")
+            else:
+                where.append("NOT released: not submitted through the exchange")
+        done[student] = ", ".join(where)
+    return done

@@ -1,7 +1,8 @@
 """Grades out of nbgrader's gradebook: one row per student and lesson, a column per graded cell.
 
 An nbgrader export plugin, so it also runs as
-``nbgrader export --exporter=mi_course.grading.export.ExerciseCsvExport``.
+``nbgrader export --exporter=mi_course.grading.export.ExerciseCsvExport`` (from the
+checkout, where nbgrader's gradebook is the default work folder ``.nbgrader/``).
 Scores come from the gradebook: autograded tests, and written answers once
 graded by hand in the formgrader (empty until then). ``status`` comes from the
 autograder's results (``<work>/results/<lesson>/<student>.json``): a student
@@ -31,10 +32,12 @@ class ExerciseCsvExport(ExportPlugin):
     """``student, lesson, <grade cell>..., total, status`` for every lesson (``assignment``)
     and student (``student``; default: all) in the gradebook, written to ``to``."""
 
-    results = Unicode("", help="the autograder's results folder (<work>/results)").tag(config=True)
+    results = Unicode("", help="the autograder's results folder (default: results/ next to the gradebook)"
+                      ).tag(config=True)
 
     def export(self, gradebook: Gradebook) -> None:
         lessons = self.assignment or sorted(a.name for a in gradebook.assignments)
+        results = Path(self.results or Path(gradebook.engine.url.database).parent / "results")
         columns, rows = [], []  # with several lessons a column is "<lesson>:<cell>"
         for lesson in lessons:
             try:
@@ -44,7 +47,7 @@ class ExerciseCsvExport(ExportPlugin):
             cells = [c.name for c in notebook.grade_cells]
             prefix = "" if len(lessons) == 1 else f"{lesson}:"
             columns += [prefix + c for c in cells]
-            stored = _autograder_results(Path(self.results), lesson) if self.results else {}
+            stored = _autograder_results(results, lesson)
             in_gradebook = {s.student.id for s in gradebook.find_assignment(lesson).submissions}
             everyone = set(stored) | in_gradebook
             for student in sorted(everyone & set(self.student) if self.student else everyone):
@@ -72,8 +75,7 @@ def export_csv(work: Path, to: Path, lessons: list[str] | None = None, students:
     work = Path(work).resolve()
     if not (work / "gradebook.db").is_file():
         raise FileNotFoundError(f"no gradebook in {work}: pass the --work folder that `mi-course autograde` used")
-    plugin = ExerciseCsvExport(to=str(to), assignment=lessons or [], student=students or [],
-                               results=str(work / "results"))
+    plugin = ExerciseCsvExport(to=str(to), assignment=lessons or [], student=students or [])
     with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
         plugin.export(gradebook)
     return Path(to)

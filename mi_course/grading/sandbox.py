@@ -105,7 +105,8 @@ class GradebookLock:
 
     A grader holds it while nbgrader reads and writes the gradebook;
     ``BoundedExecute`` lets go of it while the student's kernel runs, so several
-    graders execute side by side but never touch the SQLite file together.
+    graders execute side by side and never write the SQLite file together (rendering
+    feedback, which only reads it, runs without the lock).
     """
 
     def __init__(self, path: Path):
