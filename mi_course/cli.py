@@ -140,7 +140,7 @@ def cmd_collect(args) -> int:
 
 def cmd_feedback(args) -> int:
     from mi_course.course import lesson_name
-    from mi_course.grading.exchange import feedback
+    from mi_course.grading.exchange import NOT_RELEASED, feedback
 
     if not (args.exchange or args.to):
         raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
@@ -148,7 +148,7 @@ def cmd_feedback(args) -> int:
                     Path(args.to) if args.to else None)
     for student, where in done.items():
         print(f"{student:<20} {where}")
-    missed = sum("NOT" in where for where in done.values())
+    missed = sum(where.endswith(NOT_RELEASED) for where in done.values())
     print(f"feedback for {len(done)} student(s)" + (f"; {missed} could not be released to the exchange" if missed else ""))
     return 1 if missed else 0
 

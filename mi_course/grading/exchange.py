@@ -15,6 +15,9 @@ from pathlib import Path
 
 from mi_course.grading.config import nbgrader_config
 
+# What ``feedback`` says of a student whose submission did not come through the exchange.
+NOT_RELEASED = "NOT released: not submitted through the exchange"
+
 
 def _api(exchange: Path, work: Path, force: bool = False, **folders):
     """nbgrader's API on ``exchange`` with the course config; ``folders``: CourseDirectory paths."""
@@ -74,6 +77,6 @@ def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | N
                 _check(api.release_feedback(lesson, student), f"release_feedback {lesson} {student}")
                 where.append("released to the exchange")
             else:
-                where.append("NOT released: not submitted through the exchange")
+                where.append(NOT_RELEASED)
         done[student] = ", ".join(where)
     return done
