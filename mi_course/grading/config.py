@@ -42,3 +42,12 @@ def nbgrader_config(root: Path, work: Path | None = None, release: Path | None =
     course.feedback_directory = str(work / "feedback")
     course.db_url = f"sqlite:///{work / 'gradebook.db'}"
     return config
+
+
+def graded_work(work: Path) -> Path:
+    """``work`` (resolved) if ``mi-course autograde`` left a gradebook there; else a FileNotFoundError
+    that says which folder to pass."""
+    work = Path(work).resolve()
+    if not (work / "gradebook.db").is_file():
+        raise FileNotFoundError(f"no gradebook in {work}: pass the --work folder that `mi-course autograde` used")
+    return work

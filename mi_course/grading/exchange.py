@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mi_course.grading.config import nbgrader_config
+from mi_course.grading.config import graded_work, nbgrader_config
 
 # What ``feedback`` says of a student whose submission did not come through the exchange.
 NOT_RELEASED = "NOT released: not submitted through the exchange"
@@ -60,9 +60,7 @@ def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | N
     ``exchange`` for ``nbgrader fetch_feedback``. Returns ``student -> where it went``; a
     submission that did not come through the exchange cannot be released there (nbgrader matches
     feedback to the submission's timestamp and secret), and says so."""
-    work = Path(work).resolve()
-    if not (work / "gradebook.db").is_file():
-        raise FileNotFoundError(f"no gradebook in {work}: pass the --work folder that `mi-course autograde` used")
+    work = graded_work(work)
     api, config = _api(exchange or work / "no-exchange", work)
     _check(api.generate_feedback(lesson), f"generate_feedback {lesson}")
     done = {}

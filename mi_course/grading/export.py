@@ -20,6 +20,8 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
 from traitlets import Unicode
 
+from mi_course.grading.config import graded_work
+
 BY_NBGRADER = "graded by nbgrader (not by mi-course autograde)"
 
 
@@ -72,9 +74,7 @@ class ExerciseCsvExport(ExportPlugin):
 
 def export_csv(work: Path, to: Path, lessons: list[str] | None = None, students: list[str] | None = None) -> Path:
     """Write the grades of ``work`` (an autograde ``--work`` folder) to the CSV ``to``."""
-    work = Path(work).resolve()
-    if not (work / "gradebook.db").is_file():
-        raise FileNotFoundError(f"no gradebook in {work}: pass the --work folder that `mi-course autograde` used")
+    work = graded_work(work)
     plugin = ExerciseCsvExport(to=str(to), assignment=lessons or [], student=students or [])
     with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
         plugin.export(gradebook)
