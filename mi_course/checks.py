@@ -7,8 +7,14 @@ converted to a plain ``int``/``float``/``str``/``list``/``torch.Tensor``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import math
 import numbers
+import os
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -124,3 +130,151 @@ def assert_probabilities(probs, name: str = "probs", dim: int = -1) -> torch.Ten
 def passed(message: str = "All visible checks passed.") -> None:
     """Print the success line that ends a test cell."""
     print(f"✔ {message}")
+
+
+# --- Own work: an answer must not be a call to the course's reference -------------------------
+
+TOOLS = {
+    "nnsight": "an nnsight trace (`with lm.trace(...)`)",
+    "hooks": "a PyTorch hook (`module.register_forward_hook(...)`)",
+    "pyvene": "a pyvene IntervenableModel",
+    "bridge": "TransformerLens' TransformerBridge (`run_with_cache` / `run_with_hooks`)",
+}
+_TOOL_PACKAGES = {"nnsight": "nnsight", "pyvene": "pyvene", "bridge": "transformer_lens"}
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _codes(obj) -> set:
+    """Every code object of a function, method, class or module (nested code included)."""
+    obj = inspect.unwrap(getattr(obj, "__func__", getattr(obj, "func", obj)))
+    if inspect.ismodule(obj) or inspect.isclass(obj):
+        members = [m for _, m in inspect.getmembers(obj) if inspect.isfunction(m) or inspect.ismethod(m)]
+        if inspect.ismodule(obj):
+            members = [m for m in members if getattr(m, "__module__", None) == obj.__name__]
+        else:
+            members += [p.fget for _, p in inspect.getmembers(obj) if isinstance(p, property) and p.fget]
+        return set().union(*(_codes(m) for m in members)) if members else set()
+    code = getattr(obj, "__code__", None)
+    if code is None:
+        raise TypeError(f"grader bug: cannot watch {obj!r}")
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        found.add(c)
+        todo += [k for k in c.co_consts if inspect.iscode(k)]
+    return found
+
+
+def _name(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', obj))}"
+
+
+def supplied(reference):
+    """``reference`` wrapped as the value a test supplies for a failed exercise: later exercises
+    may call it without it counting as a call to the course's reference."""
+    @functools.wraps(reference)
+    def supplied_reference(*args, **kwargs):
+        return reference(*args, **kwargs)
+    return supplied_reference
+
+
+_SUPPLIED = supplied(print).__code__
+
+
+class Watch:
+    """Which of the watched course references ran inside ``own_work``, and which tools the
+    student's own code (not a course helper) used."""
+
+    def __init__(self, references, tools):
+        self.references = {c: obj for obj in references for c in _codes(obj)}
+        self.tools = {t: None for t in tools}
+        self.called: list = []
+        self.used: set[str] = set()
+        self._tool_dirs = {t: self._package_dir(_TOOL_PACKAGES[t]) for t in tools if t in _TOOL_PACKAGES}
+        if "hooks" in self.tools:
+            self._hook_codes = {f.__code__ for f in (torch.nn.Module.register_forward_hook,
+                                                     torch.nn.Module.register_forward_pre_hook,
+                                                     torch.nn.modules.module.register_module_forward_hook,
+                                                     torch.nn.modules.module.register_module_forward_pre_hook)}
+
+    @staticmethod
+    def _package_dir(package: str) -> str:
+        import importlib
+        return os.path.dirname(os.path.abspath(importlib.import_module(package).__file__)) + os.sep
+
+    @staticmethod
+    def _course_frames(frame) -> tuple[bool, bool]:
+        """(a supplied reference is running, a course helper is running) somewhere up the stack."""
+        course = False
+        while frame is not None:
+            code = frame.f_code
+            if code is _SUPPLIED:
+                return True, course
+            if code.co_filename.startswith(_PACKAGE_DIR) and not code.co_filename.endswith("checks.py"):
+                course = True
+            frame = frame.f_back
+        return False, course
+
+    def profile(self, frame, event, arg):
+        if event != "call":
+            return
+        code = frame.f_code
+        if code in self.references:
+            if not self._course_frames(frame.f_back)[0]:
+                self.called.append(self.references[code])
+            return
+        for tool, folder in self._tool_dirs.items():
+            if tool not in self.used and code.co_filename.startswith(folder) and not self._course_frames(frame.f_back)[1]:
+                self.used.add(tool)
+        if "hooks" in self.tools and "hooks" not in self.used and code in self._hook_codes \
+                and not self._course_frames(frame.f_back)[1]:
+            self.used.add("hooks")
+
+
+@contextlib.contextmanager
+def own_work(answer: str, *references, uses: tuple[str, ...] | str = ()):
+    """Run a student's answer (inside the ``with``) and fail if it called one of ``references``,
+    the course functions (or classes, or whole modules) that *are* this exercise's answer, under
+    any name; with ``uses`` (e.g. ``"nnsight"``, ``"hooks"``, ``"pyvene"``, ``"bridge"``), fail
+    unless the student's own code used that tool. Functions from ``supplied`` are exempt.
+    """
+    tools = (uses,) if isinstance(uses, str) else tuple(uses)
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        raise ValueError(f"grader bug: unknown tools {unknown}; known: {sorted(TOOLS)}")
+    watch = Watch(references, tools)
+    previous, previous_threads = sys.getprofile(), threading.getprofile() if hasattr(threading, "getprofile") else None
+    sys.setprofile(watch.profile)
+    threading.setprofile(watch.profile)
+    try:
+        yield watch
+    finally:
+        sys.setprofile(previous)
+        threading.setprofile(previous_threads)
+    if watch.called:
+        names = ", ".join(sorted({f"`{_name(r)}`" for r in watch.called}))
+        fail(f"`{answer}` calls the course's own reference ({names}): this exercise asks you to write it "
+             "yourself, so it earns no points that way. Use the library directly, as the worked example does.")
+    for tool in tools:
+        if tool not in watch.used:
+            fail(f"`{answer}` ran without {TOOLS[tool]}: this exercise is about using {tool}, so the answer "
+                 "must use it (the course's helpers do not count).")
+
+
+@contextlib.contextmanager
+def exercise(namespace: dict, **fallbacks):
+    """A test cell's checks. If they fail, every ``name=make`` in ``fallbacks`` is set in
+    ``namespace`` to ``make()`` (the course's reference value) so that later exercises are graded
+    on their own, and the output says so. One mistake costs one exercise."""
+    try:
+        yield
+    except Exception:
+        given = []
+        for name, make in fallbacks.items():
+            value = make()
+            namespace[name] = supplied(value) if callable(value) and not isinstance(value, torch.nn.Module) else value
+            given.append(f"`{name}`")
+        if given:
+            print(f"This exercise failed, so later cells use the course's reference value of {', '.join(given)} "
+                  "instead of yours (later exercises are graded on their own).")
+        raise

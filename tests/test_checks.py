@@ -60,3 +60,57 @@ def test_probabilities_check_recognises_logits():
     with pytest.raises(checks.ExerciseError, match="sums to"):
         checks.assert_probabilities(torch.full((10,), 0.05))
     checks.assert_probabilities(logits.softmax(-1))
+
+
+def test_own_work_catches_a_reference_under_any_name_and_spares_supplied_ones():
+    from mi_course import tokens
+    from mi_course.checks import ExerciseError, own_work, supplied
+    from mi_course.tokens import str_tokens as alias
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+        def decode(self, ids):
+            return "".join(map(chr, ids))
+
+    model = type("M", (), {"tokenizer": Tok()})()
+    mine = lambda text: [model.tokenizer.decode([i]) for i in model.tokenizer(text)["input_ids"]]  # noqa: E731
+    with own_work("mine", tokens.str_tokens):
+        assert mine("ab") == ["a", "b"]
+    for cheat in (lambda text: alias(model, text), lambda text: tokens.str_tokens(model, text)):
+        with pytest.raises(ExerciseError, match="calls the course's own reference"):
+            with own_work("cheat", tokens.str_tokens):
+                cheat("ab")
+    with pytest.raises(ExerciseError, match="calls the course's own reference"):
+        with own_work("cheat", tokens):            # a whole module
+            alias(model, "ab")
+    given = supplied(lambda text: alias(model, text))
+    with own_work("later", tokens.str_tokens):
+        given("ab")
+
+
+def test_own_work_requires_the_tool_the_exercise_names():
+    from mi_course.checks import ExerciseError, own_work
+
+    layer = torch.nn.Linear(2, 2)
+    with own_work("hooked", uses="hooks"):
+        handle = layer.register_forward_hook(lambda m, i, o: None)
+        layer(torch.ones(2))
+        handle.remove()
+    with pytest.raises(ExerciseError, match="ran without a PyTorch hook"):
+        with own_work("plain", uses="hooks"):
+            layer(torch.ones(2))
+
+
+def test_exercise_supplies_the_reference_when_the_check_fails(capsys):
+    from mi_course.checks import exercise
+
+    namespace = {"answer": 41}
+    with exercise(namespace, answer=lambda: 42):
+        pass
+    assert namespace["answer"] == 41
+    with pytest.raises(AssertionError):
+        with exercise(namespace, answer=lambda: 42):
+            assert namespace["answer"] == 42
+    assert namespace["answer"] == 42 and "reference value of `answer`" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from mi_course.grading.autograde import autograde, autograded_cells
 from mi_course.grading.release import generate
 
 from conftest import ROOT
+from submissions import answer_ids, answers, wrong_notebook
 
 LESSONS = lesson_names(ROOT)
 
@@ -56,20 +57,50 @@ def test_released_notebook_is_generated_from_solution(lesson, tmp_path):
     )
 
 
+def _plans(lesson: str) -> dict[str, dict[str, str]]:
+    """Submissions graded per lesson, as ``name -> {test grade_id: how it is wrong}``: odd exercises
+    wrong (raising and wrong values in turn), even ones wrong, odd ones answered by calling the
+    course's reference, even ones so; the other exercises keep the solution."""
+    tests = list(autograded_cells(lesson))
+    odd, even = tests[0::2], tests[1::2]
+    return {
+        "odd_wrong": {t: ("raise", "value")[i % 2] for i, t in enumerate(odd)},
+        "even_wrong": {t: ("value", "raise")[i % 2] for i, t in enumerate(even)},
+        "odd_by_reference": {t: "reference" for t in odd},
+        "even_by_reference": {t: "reference" for t in even},
+    }
+
+
+def test_every_answer_cell_has_a_by_reference_answer():
+    missing = {lesson: sorted(set(answer_ids(lesson)) - set(answers(lesson)[0])) for lesson in LESSONS}
+    assert not any(missing.values()), f"tests/answers/<lesson>.py lacks BY_REFERENCE answers for: {missing}"
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_solution_earns_full_marks_and_released_notebook_zero(lesson, tmp_path):
+def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
+    """The solution earns full marks, the released notebook zero; an exercise answered wrongly
+    (raising, or returning a wrong value) or by calling the course's own reference earns zero
+    and costs no other exercise."""
     exercises = autograded_cells(lesson)
     assert exercises, f"{lesson} has no autograded test cells"
     for student, folder in (("solution", "solutions"), ("released", "lessons")):
         (tmp_path / student).mkdir()
         shutil.copy(ROOT / folder / lesson / f"{lesson}.ipynb", tmp_path / student / f"{lesson}.ipynb")
-    results = {r.student: r for r in autograde(lesson, tmp_path, tmp_path / "grades.csv")}
+    plans = _plans(lesson)
+    for student, plan in plans.items():
+        (tmp_path / student).mkdir()
+        nbformat.write(wrong_notebook(lesson, plan), tmp_path / student / f"{lesson}.ipynb")
+    results = {r.student: r for r in autograde(lesson, tmp_path, tmp_path / "grades.csv", jobs=2)}
 
-    solution, released = results["solution"], results["released"]
-    assert solution.status == "graded", solution.status
-    short = {k: (solution.scores[k], points) for k, points in exercises.items() if solution.scores[k] != points}
-    assert not short, f"{lesson}: the reference solution loses marks on (score, points): {short}"
-    assert released.status == "graded", released.status
-    earned = {k: v for k, v in released.scores.items() if v != 0}
-    assert not earned, f"{lesson}: the untouched student notebook earns marks (a check that cannot fail): {earned}"
-    assert (tmp_path / "grades.csv").read_text().count("\n") == 3
+    expected = {"solution": dict(exercises), "released": {k: 0.0 for k in exercises}}
+    expected |= {student: {k: 0.0 if k in plan else points for k, points in exercises.items()}
+                 for student, plan in plans.items()}
+    wrong = {}
+    for student, want in expected.items():
+        result = results[student]
+        assert result.status == "graded", (student, result.status)
+        got = {k: result.scores.get(k) for k in exercises}
+        diff = {k: (got[k], want[k], plans.get(student, {}).get(k, "solution")) for k in exercises if got[k] != want[k]}
+        if diff:
+            wrong[student] = diff
+    assert not wrong, f"{lesson}: exercises scored (got, expected, how answered) where they should not: {wrong}"

@@ -1,0 +1,150 @@
+"""Build submissions from a lesson's solution notebook in which chosen exercises are wrong.
+
+An *exercise* is an autograded test cell together with the answer cells (nbgrader
+solution cells) between it and the previous test cell. Three ways to get one wrong:
+
+- ``raise``: every solution region of its answer cells becomes ``raise RuntimeError``;
+- ``value``: the answer runs, then every name it defines is made wrong (numbers + 1, tensors
+  + 1, strings changed, functions return such values) — or the lesson's ``HARDCODED`` answer
+  (the visible example's answer typed in) where it has one;
+- ``reference``: the lesson's ``BY_REFERENCE`` answer, a call to the course's own reference
+  (imported under an alias), from ``tests/answers/<lesson>.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import textwrap
+
+import nbformat
+
+from mi_course.grading.autograde import is_test_cell
+
+from conftest import ROOT
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+WRONG_HELPER = '''
+def _deliberately_wrong(value):
+    """A value of the same kind as ``value`` that is wrong."""
+    import functools, numpy, torch
+    if isinstance(value, torch.nn.Module) or value is None:
+        return None
+    if callable(value) and not isinstance(value, type):
+        @functools.wraps(value)
+        def wrong(*args, **kwargs):
+            return _deliberately_wrong(value(*args, **kwargs))
+        return wrong
+    if isinstance(value, (bool, numpy.bool_)):
+        return not value
+    if isinstance(value, torch.Tensor):
+        return ~value if value.dtype == torch.bool else value + 1
+    if isinstance(value, (int, float, numpy.number, numpy.ndarray)):
+        return value + 1
+    if isinstance(value, str):
+        return value + " (wrong)"
+    if isinstance(value, (list, tuple)):
+        return type(value)(_deliberately_wrong(v) for v in value) if value else [0]
+    if isinstance(value, dict):
+        return {k: _deliberately_wrong(v) for k, v in value.items()}
+    return None
+'''
+
+
+def answers(lesson: str):
+    """``BY_REFERENCE`` and ``HARDCODED`` of ``tests/answers/<lesson>.py``: grade_id of an answer
+    cell -> replacement of its solution region (a list of strings where it has several)."""
+    path = ROOT / "tests" / "answers" / f"{lesson}.py"
+    spec = importlib.util.spec_from_file_location(f"answers_{lesson}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BY_REFERENCE, getattr(module, "HARDCODED", {})
+
+
+def exercises(nb) -> list[tuple[str, list[int]]]:
+    """``(test cell grade_id, indices of its answer cells)`` in notebook order."""
+    found, pending = [], []
+    for i, cell in enumerate(nb.cells):
+        grading = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and grading.get("solution") and not grading.get("grade"):
+            pending.append(i)
+        elif is_test_cell(cell):
+            found.append((grading["grade_id"], pending))
+            pending = []
+    return found
+
+
+def _replace_regions(source: str, replacements: list[str]) -> str:
+    lines, out, region = source.split("\n"), [], 0
+    skipping = False
+    for line in lines:
+        if line.strip() == BEGIN:
+            indent = line[: len(line) - len(line.lstrip())]
+            text = replacements[min(region, len(replacements) - 1)]
+            out += [indent + l if l else l for l in textwrap.dedent(text).strip("\n").split("\n")]
+            region += 1
+            skipping = True
+        elif line.strip() == END:
+            skipping = False
+        elif not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _defined_names(source: str) -> list[str]:
+    """Names the solution regions define at top level (a function whose body holds one counts)."""
+    tree = ast.parse(source)
+    lines = source.split("\n")
+    regions = [i + 1 for i, l in enumerate(lines) if l.strip() in (BEGIN, END)]
+    spans = list(zip(regions[::2], regions[1::2]))
+    names = []
+    for node in tree.body:
+        if not any(node.lineno <= b and a <= node.end_lineno for a, b in spans):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+            continue
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub.id not in names:
+                names.append(sub.id)
+    return [n for n in names if not n.startswith("_")]
+
+
+def wrong_notebook(lesson: str, plan: dict[str, str]):
+    """The solution notebook with each exercise in ``plan`` (test grade_id -> ``raise``,
+    ``value`` or ``reference``) answered that way; the others keep the reference solution."""
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    by_reference, hardcoded = answers(lesson)
+    nb = copy.deepcopy(nb)
+    for test_id, cells in exercises(nb):
+        how = plan.get(test_id)
+        for i in cells if how else []:
+            cell = nb.cells[i]
+            answer_id = cell.metadata.nbgrader["grade_id"]
+            if how == "raise":
+                cell.source = _replace_regions(cell.source, ['raise RuntimeError("a deliberately wrong answer")'])
+            elif how == "value" and answer_id in hardcoded:
+                cell.source = _replace_regions(cell.source, _as_list(hardcoded[answer_id]))
+            elif how == "value":
+                names = _defined_names(cell.source)
+                assert names, f"{lesson}/{answer_id}: no names to make wrong; add a HARDCODED answer"
+                cell.source += "\n" + "\n".join(f"{n} = _deliberately_wrong({n})" for n in names)
+            elif how == "reference":
+                assert answer_id in by_reference, f"{lesson}/{answer_id}: tests/answers/{lesson}.py has no BY_REFERENCE answer"
+                cell.source = _replace_regions(cell.source, _as_list(by_reference[answer_id]))
+            else:
+                raise ValueError(how)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(WRONG_HELPER.strip()))
+    return nb
+
+
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def answer_ids(lesson: str) -> list[str]:
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    return [nb.cells[i].metadata.nbgrader["grade_id"] for _, cells in exercises(nb) for i in cells]
+
