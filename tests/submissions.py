@@ -106,10 +106,23 @@ def _defined_names(source: str) -> list[str]:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.append(node.name)
             continue
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub.id not in names:
-                names.append(sub.id)
+        names += [n for n in _assigned(node) if n not in names]
     return [n for n in names if not n.startswith("_")]
+
+
+def _assigned(node) -> list[str]:
+    """Names bound by assignments in ``node``, not inside functions, lambdas or comprehensions
+    (whose names are not globals) and not loop variables."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+                         ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        return []
+    found = []
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        found += [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    for child in ast.iter_child_nodes(node):
+        found += _assigned(child)
+    return found
 
 
 def wrong_notebook(lesson: str, plan: dict[str, str]):

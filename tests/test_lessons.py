@@ -104,3 +104,27 @@ def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
         if diff:
             wrong[student] = diff
     assert not wrong, f"{lesson}: exercises scored (got, expected, how answered) where they should not: {wrong}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_reference_implementation_in_a_visible_cell(lesson):
+    """A released test cell checks, it does not implement: no function, lambda or class in its
+    visible code (a reference there would be a one-line answer), except the fallbacks given to
+    ``checks.exercise`` (which call the course's references); the hidden block is stripped."""
+    import ast
+
+    nb = nbformat.read(ROOT / "lessons" / lesson / f"{lesson}.ipynb", as_version=4)
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not cell.metadata.get("nbgrader", {}).get("grade"):
+            continue
+        assert "BEGIN HIDDEN TESTS" not in cell.source, f"{lesson}: a released cell shows its hidden tests"
+        tree = ast.parse(cell.source)
+        fallbacks = {id(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and getattr(node.func, "id", getattr(node.func, "attr", None)) == "exercise" for k in node.keywords}
+        for node in ast.walk(tree):
+            if id(node) in fallbacks:     # checks.exercise(globals(), name=lambda: <course reference>)
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                found.append((cell.metadata.nbgrader["grade_id"], getattr(node, "name", "lambda"), node.lineno))
+    assert not found, f"{lesson}: visible test cells define code a student could call as the answer: {found}"
