@@ -120,8 +120,9 @@ def test_no_reference_implementation_in_a_visible_cell(lesson):
             continue
         assert "BEGIN HIDDEN TESTS" not in cell.source, f"{lesson}: a released cell shows its hidden tests"
         tree = ast.parse(cell.source)
-        fallbacks = {id(k.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
-                     and getattr(node.func, "id", getattr(node.func, "attr", None)) == "exercise" for k in node.keywords}
+        fallbacks = {id(n) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and getattr(node.func, "id", getattr(node.func, "attr", None)) == "exercise"
+                     for k in node.keywords for n in ast.walk(k.value)}
         for node in ast.walk(tree):
             if id(node) in fallbacks:     # checks.exercise(globals(), name=lambda: <course reference>)
                 continue
