@@ -49,6 +49,11 @@ echo "==> preparing the embedded model"
 case "$action" in
     lab)
         echo "==> opening JupyterLab on lessons/"
+        # The formgrader (Nbgrader menu) needs its gradebook folder and shells out to the
+        # venv's alembic when it creates the gradebook.
+        mkdir -p .nbgrader
+        export PATH="$PWD/$VENV/bin:$PATH"
+        case "$VENV" in /*) export PATH="$VENV/bin:$PATH" ;; esac
         root_flag=()
         [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers and CI boxes often run as root
         exec "$VENV/bin/jupyter" lab lessons/ ${root_flag[@]+"${root_flag[@]}"} "$@" ;;
