@@ -52,8 +52,8 @@ case "$action" in
         # The formgrader (Nbgrader menu) needs its gradebook folder and shells out to the
         # venv's alembic when it creates the gradebook.
         mkdir -p .nbgrader
-        export PATH="$PWD/$VENV/bin:$PATH"
-        case "$VENV" in /*) export PATH="$VENV/bin:$PATH" ;; esac
+        case "$VENV" in /*) venv_bin="$VENV/bin" ;; *) venv_bin="$PWD/$VENV/bin" ;; esac
+        export PATH="$venv_bin:$PATH"
         root_flag=()
         [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers and CI boxes often run as root
         exec "$VENV/bin/jupyter" lab lessons/ ${root_flag[@]+"${root_flag[@]}"} "$@" ;;
