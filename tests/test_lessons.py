@@ -58,16 +58,16 @@ def test_released_notebook_is_generated_from_solution(lesson, tmp_path):
 
 
 def _plans(lesson: str) -> dict[str, dict[str, str]]:
-    """Submissions graded per lesson, as ``name -> {test grade_id: how it is wrong}``: odd exercises
-    wrong (raising and wrong values in turn), even ones wrong, odd ones answered by calling the
-    course's reference, even ones so; the other exercises keep the solution."""
+    """Submissions graded per lesson besides the release, as ``name -> {test grade_id: how it is
+    answered}``: odd exercises wrong and the even ones right, the reverse (wrong answers raise
+    and return wrong values in turn), and every exercise answered by calling the course's own
+    reference. Four submissions, two rounds with two workers."""
     tests = list(autograded_cells(lesson))
     odd, even = tests[0::2], tests[1::2]
     return {
         "odd_wrong": {t: ("raise", "value")[i % 2] for i, t in enumerate(odd)},
         "even_wrong": {t: ("value", "raise")[i % 2] for i, t in enumerate(even)},
-        "odd_by_reference": {t: "reference" for t in odd},
-        "even_by_reference": {t: "reference" for t in even},
+        "by_reference": {t: "reference" for t in tests},
     }
 
 
@@ -78,23 +78,25 @@ def test_every_answer_cell_has_a_by_reference_answer():
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
-    """The solution earns full marks, the released notebook zero; an exercise answered wrongly
-    (raising, or returning a wrong value) or by calling the course's own reference earns zero
-    and costs no other exercise."""
+    """Every exercise's solution earns full marks and the released notebook zero; an exercise
+    answered wrongly (raising, or returning a wrong value) or by calling the course's own
+    reference earns zero and costs no other exercise: with the odd exercises wrong the even ones
+    earn full marks (the solution's), and the reverse."""
     exercises = autograded_cells(lesson)
     assert exercises, f"{lesson} has no autograded test cells"
-    for student, folder in (("solution", "solutions"), ("released", "lessons")):
-        (tmp_path / student).mkdir()
-        shutil.copy(ROOT / folder / lesson / f"{lesson}.ipynb", tmp_path / student / f"{lesson}.ipynb")
+    (tmp_path / "released").mkdir()
+    shutil.copy(ROOT / "lessons" / lesson / f"{lesson}.ipynb", tmp_path / "released" / f"{lesson}.ipynb")
     plans = _plans(lesson)
     for student, plan in plans.items():
         (tmp_path / student).mkdir()
         nbformat.write(wrong_notebook(lesson, plan), tmp_path / student / f"{lesson}.ipynb")
     results = {r.student: r for r in autograde(lesson, tmp_path, tmp_path / "grades.csv", jobs=2)}
 
-    expected = {"solution": dict(exercises), "released": {k: 0.0 for k in exercises}}
+    expected = {"released": {k: 0.0 for k in exercises}}
     expected |= {student: {k: 0.0 if k in plan else points for k, points in exercises.items()}
                  for student, plan in plans.items()}
+    assert set(expected["odd_wrong"].values()) | set(expected["even_wrong"].values()) >= {0.0}
+    assert all(expected["odd_wrong"][k] or expected["even_wrong"][k] for k in exercises)  # each right once
     wrong = {}
     for student, want in expected.items():
         result = results[student]
