@@ -1,6 +1,7 @@
 """The kernel launcher on its own: resource limits, and what an isolated process can see and do."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,9 +18,13 @@ ISOLATED = isolation_available()[0]
 
 
 def _launch(settings: Sandbox, code: str, cwd, timeout=60):
+    """Run ``code`` through the launcher; the script lives in ``cwd``, the process works in
+    ``cwd/run`` (a private tmpfs when isolated)."""
     script = cwd / "probe.py"
     script.write_text(textwrap.dedent(code))
-    settings.cwd = str(cwd)
+    script.chmod(0o644)
+    (cwd / "run").mkdir(exist_ok=True)
+    settings.cwd = str(cwd / "run")
     return subprocess.run([sys.executable, str(LAUNCHER), json.dumps(settings.__dict__), "--", sys.executable,
                            str(script)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
@@ -47,6 +52,12 @@ def test_isolated_process_sees_only_its_folder(tmp_path):
         folder.mkdir()
     (secret / "hidden_tests.txt").write_text("the answer is 42")
     outside = Path(sys.prefix) / f"probe-{tmp_path.name}.txt"  # the Python install: visible, read-only
+    # Files only root (or root's group) may read, where the kernel can see them.
+    root_only, group_only = Path(sys.prefix) / f"root-{tmp_path.name}", Path(sys.prefix) / f"group-{tmp_path.name}"
+    for path, mode in ((root_only, 0o600), (group_only, 0o640)):
+        path.write_text("secret")
+        path.chmod(mode)
+    devices = sorted(str(p) for p in Path("/dev").iterdir() if p.is_block_device())[:1]
     code = f"""
         import ctypes, os, socket
 
@@ -74,6 +85,17 @@ def test_isolated_process_sees_only_its_folder(tmp_path):
             found["network"] = "none"
         found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
         found["uid"] = os.getuid()
+        status = open("/proc/self/status").read()
+        found["caps"] = [l.split()[1] for l in status.splitlines() if l.startswith("CapEff")]
+        found["groups"] = os.getgroups()
+        found["uid_map"] = open("/proc/self/uid_map").read().split()
+        found["readable"] = []
+        for path in [{str(root_only)!r}, {str(group_only)!r}, *{devices!r}]:
+            try:
+                open(path, "rb").read(1)
+                found["readable"].append(path)
+            except OSError:
+                pass
         print(repr(found))
         """
     box = Sandbox(isolate=True, hide=[str(secret), str(ROOT / "solutions")], writable=[str(work)])
@@ -83,14 +105,21 @@ def test_isolated_process_sees_only_its_folder(tmp_path):
         found = eval(done.stdout)
         assert found["secret"] == [] and found["secret_after_umount"] == [] and found["umount"] != 0
         assert found["solutions"] == [] and any((ROOT / "solutions").iterdir())
-        assert found["own"] == "written" and (work / "mine.txt").is_file()
+        # its working folder is private: nothing it leaves there reaches the host
+        assert found["own"] == "written" and not (work / "run" / "mine.txt").exists()
         assert found["outside"] == "Read-only file system"
         # /tmp is private: what the process writes there is gone afterwards
         assert not (elsewhere / "x.txt").exists()
         assert found["network"] == "none"
         assert found["pids"] == [1] and found["uid"] != 0
+        assert found["caps"] == ["0000000000000000"] and found["groups"] == []
+        assert found["readable"] == [], found["readable"]
+        if os.getuid() == 0:  # a root grader: the kernel is nobody on the host, not root
+            assert found["uid_map"] == ["0", "0", "1", "1000", "65534", "1"], found["uid_map"]
+            assert found["uid"] == 1000
     finally:
-        outside.unlink(missing_ok=True)
+        for path in (outside, root_only, group_only):
+            path.unlink(missing_ok=True)
 
 
 def test_unavailable_isolation_is_loud_or_fatal(monkeypatch):

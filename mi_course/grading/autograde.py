@@ -14,9 +14,14 @@ gradebook: each holds ``sandbox.GradebookLock`` except while its kernel runs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
+import os
+import re
+import signal
+import stat
 import shutil
 import sys
 import tempfile
@@ -31,9 +36,12 @@ from tqdm.auto import tqdm
 from mi_course.course import course_root
 from mi_course.grading import sandbox
 from mi_course.grading.config import nbgrader_config
-from mi_course.grading.tamper import Unreadable, is_test_cell, read_submission, repair, suspicious
+from mi_course.grading.tamper import HOLD_NOTE, Unreadable, is_test_cell, read_submission, repair, suspicious
 
 GRADED = "graded"
+# Status prefix of a submission that changed how later cells run (or read the interpreter's internals):
+# it earns nothing automatically (every test cell scores 0 in the gradebook) until a human grades it.
+HELD = "held for manual review"
 # Status prefix of failures of the grader itself, not of the submission: never reused from the cache.
 RETRY = "error: grader failure: "
 
@@ -57,13 +65,80 @@ class StudentResult:
         return sum(self.scores.values())
 
 
-def _find_notebook(folder: Path, lesson: str) -> Path | None:
-    """The student's notebook: named like the lesson (in the folder, or in ``<lesson>/`` as
-    nbgrader's exchange collects it), else the only ``.ipynb`` in the folder."""
-    for exact in (folder / f"{lesson}.ipynb", folder / lesson / f"{lesson}.ipynb"):
-        if exact.is_file() or exact.is_symlink():
-            return exact
-    candidates = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+# A student id is a folder name that nbgrader (globs) and a shell read as itself: letters, digits,
+# "_" first, then also ".", "@", "+", "-"; no "..", at most 100 characters.
+STUDENT_ID = re.compile(r"(?!.*\.\.)\w[\w.@+-]{0,99}", re.ASCII)
+
+
+def refused_id(student: str) -> str | None:
+    """Why ``student`` cannot be a student id (None: it can)."""
+    if STUDENT_ID.fullmatch(student):
+        return None
+    bad = sorted({c for c in student if not (c.isascii() and (c.isalnum() or c in "_.@+-"))})
+    if bad:
+        return f"student id refused: it contains {', '.join(printable(c) for c in bad[:8])}"
+    return "student id refused: it must start with a letter, a digit or _ and contain no '..'"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, control and escape characters written as escapes (for a terminal or a CSV)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
+class NotPlain(ValueError):
+    """The path to a submission has a symbolic link, or the notebook is not a plain file."""
+
+
+def _open_plain(base: Path, parts: tuple[str, ...]) -> int:
+    """A read-only descriptor of ``base/parts...``, opened one component at a time without
+    following any symbolic link (a link anywhere on the way raises ``NotPlain``)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY)
+            try:
+                nxt = os.open(part, flags | os.O_NONBLOCK, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotPlain(f"{'/'.join(parts[:i + 1])} is a symbolic link") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotPlain(f"{'/'.join(parts)} is not a plain file")
+        if st.st_nlink > 1:
+            raise NotPlain(f"{'/'.join(parts)} has other hard links")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_plain(base: Path, parts: tuple[str, ...], max_bytes: int | None = None) -> bytes:
+    """The bytes of ``base/parts...`` (see ``_open_plain``), at most ``max_bytes + 1``."""
+    fd = _open_plain(base, parts)
+    with os.fdopen(fd, "rb") as f:
+        return f.read() if max_bytes is None else f.read(max_bytes + 1)
+
+
+def _find_notebook(submissions: Path, student: str, lesson: str) -> tuple[str, ...] | None:
+    """The student's notebook, as path components below ``submissions``: named like the lesson (in
+    the folder, or in ``<lesson>/`` as nbgrader's exchange collects it), else the only ``.ipynb`` in
+    the folder. Links are not followed (``_open_plain`` then refuses them)."""
+    folder = submissions / student
+    for parts in ((student, f"{lesson}.ipynb"), (student, lesson, f"{lesson}.ipynb")):
+        if os.path.lexists(submissions.joinpath(*parts)):
+            return parts
+    candidates = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        rel = Path(root).relative_to(submissions).parts
+        candidates += [(*rel, f) for f in sorted(files) if f.endswith(".ipynb")]
+        candidates += [(*rel, d) for d in dirs if d.endswith(".ipynb")]
+        if any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            candidates += [(*rel, d) for d in dirs if os.path.islink(os.path.join(root, d))]
     return candidates[0] if len(candidates) == 1 else None
 
 
@@ -142,6 +217,7 @@ def _config(work: Path, limits: sandbox.Limits):
     config.Execute.timeout = limits.cell_timeout
     config.BoundedExecute.wall_limit = float(limits.wall)
     config.BoundedExecute.max_output_bytes = limits.output
+    config.BoundedExecute.interrupt_grace = float(limits.interrupt_grace)
     config.Autograde.autograde_preprocessors = [
         sandbox.BoundedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
         AssignLatePenalties, CheckCellMetadata]
@@ -181,6 +257,7 @@ class _Batch:
     limits: sandbox.Limits
     box: sandbox.Sandbox
     feedback_dir: Path | None
+    submissions: Path
 
 
 # This process's grader: the batch and nbgrader's API over the batch's work folder.
@@ -192,19 +269,25 @@ def _start_grader(batch: _Batch) -> None:
     global _grader
     from nbgrader.apps import NbGraderAPI
 
+    if multiprocessing.parent_process() is not None:  # a worker ends with the grader, however it ends
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if multiprocessing.parent_process().pid != os.getppid():
+            os._exit(1)
     _grader = (batch, NbGraderAPI(config=_config(batch.work, batch.limits)))
     # nbgrader's own harmless SQLAlchemy session warnings: a screenful per student otherwise.
     warnings.filterwarnings("ignore", message=r"Object of type <Submitted\w+> not in session")
     sandbox.gradebook_lock = sandbox.GradebookLock(batch.work / "gradebook.lock")
 
 
-def _grade(student: str, notebook: Path) -> StudentResult:
+def _grade(student: str, notebook: tuple[str, ...]) -> StudentResult:
     """Grade one submission in this process; never raises (a failure is the student's status)."""
     batch, api = _grader
     try:
         with sandbox.gradebook_lock:  # let go while the kernel runs (BoundedExecute)
             result = _grade_one(api, batch, student, notebook)
-        if result.status.startswith(GRADED):
+        if result.status.startswith((GRADED, HELD)):
             result.feedback = _feedback(api, batch, student)
         return result
     except Exception as err:  # one submission never stops the batch
@@ -212,7 +295,7 @@ def _grade(student: str, notebook: Path) -> StudentResult:
                              dict.fromkeys(batch.exercises, 0.0))
 
 
-def _graded(batch: _Batch, todo: list[tuple[str, Path]], jobs: int):
+def _graded(batch: _Batch, todo: list[tuple[str, tuple[str, ...]]], jobs: int):
     """``(student, result)`` for each of ``todo`` as they finish, ``jobs`` submissions at a time."""
     if jobs == 1:
         _start_grader(batch)
@@ -234,7 +317,9 @@ def _graded(batch: _Batch, todo: list[tuple[str, Path]], jobs: int):
             except Exception as err:  # the worker itself died (not cached: graded again next run)
                 yield student, StudentResult(student, f"{RETRY}grader process failed ({type(err).__name__})",
                                              dict.fromkeys(batch.exercises, 0.0))
-    except BaseException:  # Ctrl-C or a failure here: drop the queue instead of grading it all first
+    except BaseException:  # Ctrl-C or a failure here: stop now, kernels included (their lifelines close)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
@@ -245,13 +330,26 @@ def _graded(batch: _Batch, todo: list[tuple[str, Path]], jobs: int):
 EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
-def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResult:
+def _exchange_file(submissions: Path, parts: tuple[str, ...], name: str) -> bytes | None:
+    """A small plain file nbgrader's exchange left next to the notebook (None: none, or not plain)."""
+    try:
+        data = read_plain(submissions, (*parts[:-1], name), 1024)
+    except (NotPlain, OSError):
+        return None
+    return data if len(data) <= 1024 else None
+
+
+def _grade_one(api, batch: _Batch, student: str, notebook: tuple[str, ...]) -> StudentResult:
     from nbgrader.api import Gradebook
 
     lesson, exercises, limits = batch.lesson, batch.exercises, batch.limits
     zero = dict.fromkeys(exercises, 0.0)
     try:
-        submitted = read_submission(notebook.read_bytes(), limits.notebook)
+        try:
+            data = read_plain(batch.submissions, notebook, limits.notebook)
+        except (NotPlain, OSError) as err:
+            raise Unreadable(f"the submission is not a plain file ({printable(err)})") from None
+        submitted = read_submission(data, limits.notebook)
         source = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
         reference = nbformat.read(batch.released, as_version=4)
         inspection = repair(submitted, reference, lesson, source)
@@ -264,24 +362,38 @@ def _grade_one(api, batch: _Batch, student: str, notebook: Path) -> StudentResul
     target.mkdir(parents=True)
     nbformat.write(inspection.notebook, target / f"{lesson}.ipynb")
     for name in EXCHANGE_FILES:
-        extra = notebook.parent / name
-        if extra.is_file() and not extra.is_symlink() and extra.stat().st_size < 1024:
-            shutil.copyfile(extra, target / name)
-    cwd = Path(course.autograded_directory) / student / lesson
-    sandbox.current = sandbox.Sandbox(**{**asdict(batch.box), "cwd": str(cwd), "writable": [str(cwd)]})
-    graded = api.autograde(lesson, student, force=True, create=True)
-    notes = inspection.notes + suspicious(inspection.notebook, reference, source) + sandbox.BoundedExecute.incidents
+        extra = _exchange_file(batch.submissions, notebook, name)
+        if extra is not None:
+            (target / name).write_bytes(extra)
+    # The kernel works in a throw-away folder of its own (sandbox.SandboxKernelManager): nbgrader
+    # writes the executed notebook into the autograded folder, which no kernel can reach.
+    sandbox.current = batch.box
+    scanned = suspicious(inspection.notebook, reference, source)
+    sandbox.BoundedExecute.preset_held = [n for n in scanned if n.startswith(HOLD_NOTE)]
+    try:
+        graded = api.autograde(lesson, student, force=True, create=True)
+    finally:
+        sandbox.BoundedExecute.preset_held = []
+    held = [n for n in sandbox.BoundedExecute.held if not n.startswith(HOLD_NOTE)]
+    notes = inspection.notes + scanned + sandbox.BoundedExecute.incidents
     if not graded["success"]:
         last = [line for line in graded["log"].splitlines() if line.strip()][-1:]
-        return StudentResult(student, f"error: nbgrader failed: {' '.join(last)[:300]}", zero)
-    notes += _incidents(cwd / f"{lesson}.ipynb", limits)
+        return StudentResult(student, f"error: nbgrader failed: {printable(' '.join(last))[:300]}", zero)
+    notes += _incidents(Path(course.autograded_directory) / student / lesson / f"{lesson}.ipynb", limits)
+    held = held + [n for n in notes if n.startswith(HOLD_NOTE)]
     with Gradebook(course.db_url) as gradebook:
         submission = gradebook.find_submission_notebook(lesson, lesson, student)
         scores = {g.name: float(g.score) for g in submission.grades if g.name in exercises}
     missing = sorted(set(exercises) - set(scores))
     if missing:
         notes.append(f"not graded: {', '.join(missing)}")
-    status = GRADED if not notes else f"{GRADED} ({'; '.join(dict.fromkeys(notes))})"
+    notes = [printable(n) for n in dict.fromkeys(notes)]
+    if held:
+        status = f"{HELD}: {printable('; '.join(dict.fromkeys(held)))}"[:1000]
+        rest = [n for n in notes if not n.startswith(HOLD_NOTE)]
+        status += f" ({'; '.join(rest)})" if rest else ""
+    else:
+        status = GRADED if not notes else f"{GRADED} ({'; '.join(notes)})"
     return StudentResult(student, status, {k: scores.get(k, 0.0) for k in exercises})
 
 
@@ -361,30 +473,37 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         secret = [work, submissions, checkout / "solutions", checkout / "autograder", checkout / ".git",
                   checkout / ".nbgrader", *([feedback_dir] if feedback_dir else [])]
         box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
-                              rlimits=limits.rlimits())
-        batch = _Batch(lesson, work, released, exercises, limits, box, feedback_dir)
+                              rlimits=limits.rlimits(), writable=[])
+        batch = _Batch(lesson, work, released, exercises, limits, box, feedback_dir, submissions)
         key = json.dumps([asdict(limits), isolate, feedback_dir is not None])
         todo, digests = [], {}
         for folder in students:
-            notebook = _find_notebook(folder, lesson)
-            if folder.is_symlink() or notebook is not None and notebook.is_symlink():
-                # A link could point at the instructor's solution: only plain files are graded.
-                results[folder.name] = StudentResult(folder.name, "error: the submission is a symbolic link",
-                                                     dict.fromkeys(exercises, 0.0))
-            elif notebook is None:
-                results[folder.name] = StudentResult(folder.name, f"error: no single notebook found in "
-                                                     f"{folder.name}/", dict.fromkeys(exercises, 0.0))
+            student, zero = folder.name, dict.fromkeys(exercises, 0.0)
+            why = refused_id(student)
+            if why:  # before anything reaches nbgrader (which reads ids as glob patterns)
+                results[student] = StudentResult(student, f"error: {why}", zero)
+                continue
+            parts = _find_notebook(submissions, student, lesson)
+            if parts is None:
+                results[student] = StudentResult(student, f"error: no single notebook found in {student}/", zero)
+                continue
+            try:
+                data = read_plain(submissions, parts, limits.notebook)
+                extras = b"".join(_exchange_file(submissions, parts, name) or b"" for name in EXCHANGE_FILES)
+            except (NotPlain, OSError) as err:
+                # A link could point at the instructor's solution or another student's work.
+                results[student] = StudentResult(student, f"error: the submission is not a plain file "
+                                                 f"({printable(err)})", zero)
+                continue
+            digests[student] = hashlib.sha256(data + extras + key.encode()).hexdigest()
+            cache = _cache(work, lesson, student)
+            saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
+            if saved.pop("digest", None) == digests[student]:
+                results[student] = StudentResult(**saved)
             else:
-                extras = b"".join(p.read_bytes() for p in map(notebook.with_name, EXCHANGE_FILES) if p.is_file())
-                digests[folder.name] = hashlib.sha256(notebook.read_bytes() + extras + key.encode()).hexdigest()
-                cache = _cache(work, lesson, folder.name)
-                saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
-                if saved.pop("digest", None) == digests[folder.name]:
-                    results[folder.name] = StudentResult(**saved)
-                else:
-                    todo.append((folder.name, notebook))
+                todo.append((student, parts))
         for student, result in results.items():  # export reports them too; no earlier grade stays
-            if student not in digests:
+            if student not in digests and not refused_id(student):
                 _forget(config.CourseDirectory, lesson, student)
             _save(work, lesson, result, digests.get(student, ""))
         with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",

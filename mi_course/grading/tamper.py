@@ -26,12 +26,20 @@ SUSPICIOUS = {
     "patches builtins": r"\b__builtins__\b|\bbuiltins\b",
     "edits sys.modules": r"\bsys\.modules\s*\[[^\]]*\]\s*=[^=]|\bsys\.modules\.(pop|update|setdefault|clear)\b"
                          r"|\bdel\s+sys\.modules\b",
-    "reads the caller's frames": r"\b(_getframe|currentframe|f_back|f_globals|f_locals)\b",
-    "walks the garbage collector": r"\bgc\.get_(objects|referrers|referents)\b",
-    "uses ctypes": r"\bctypes\b",
     "rebinds a library function": r"^\s*(torch|np|numpy|math|mi_course|checks)(\.\w+)+\s*=[^=]",
     "redefines a check": r"^\s*(def\s+|)(as_int|as_float|as_str|as_list|as_tensor|assert_close|"
                          r"assert_probabilities|require|AssertionError)\b\s*(\(|=[^=])",
+}
+# Reading the interpreter's internals is the only way past the grader's check of how cells run
+# (sandbox/_guard.py): such a submission earns nothing automatically and is held for a human.
+HOLD_NOTE = "reads the interpreter's internals"
+INTERNALS = {
+    "reads the caller's frames": r"\b(_getframe|currentframe|f_back|f_globals|f_locals|tb_frame|gi_frame|cr_frame)\b",
+    "reads closures or code objects": r"\b(__closure__|cell_contents|__code__)\b",
+    "walks the garbage collector": r"\bgc\.get_(objects|referrers|referents)\b",
+    "uses ctypes": r"\bctypes\b",
+    "changes how later cells run": r"\b(settrace|setprofile|addaudithook|input_transformers_\w+|ast_transformers|"
+                                   r"set_custom_exc|meta_path|path_hooks)\b|\bevents\.register\b",
 }
 
 
@@ -183,4 +191,7 @@ def suspicious(notebook: nbformat.NotebookNode, *known: nbformat.NotebookNode) -
         for what, pattern in SUSPICIOUS.items():
             if re.search(pattern, cell.source, flags=re.MULTILINE):
                 notes.append(f"suspicious code to review by hand: {what} in cell {index}")
+        for what, pattern in INTERNALS.items():
+            if re.search(pattern, cell.source, flags=re.MULTILINE):
+                notes.append(f"{HOLD_NOTE}: {what} in cell {index}")
     return notes
