@@ -105,9 +105,11 @@ def cmd_autograde(args) -> int:
                         work_dir=_work(args),
                         feedback_dir=Path(args.feedback) if args.feedback else None,
                         limits=limits, isolation=args.isolation, force=args.force, jobs=args.jobs)
+    from mi_course.grading.autograde import printable
+
     print(f"{'student':<20} {'autograded':>10}  status")
-    for r in results:
-        print(f"{r.student:<20} {r.total:10.1f}  {r.status}")
+    for r in results:  # ids and statuses escaped: one line each, no terminal escapes
+        print(f"{printable(r.student):<20} {r.total:10.1f}  {printable(r.status)}")
     if args.csv:
         print(f"wrote {args.csv}")
     return 0
@@ -125,15 +127,19 @@ def cmd_collect(args) -> int:
         from mi_course.grading.exchange import collect as collect_exchange
 
         students = collect_exchange(lesson_name(args.lesson), Path(args.exchange), Path(args.to))
+        from mi_course.grading.autograde import printable
+
         print(f"{args.to} now holds the latest exchange submission of {len(students)} student(s): "
-              f"{', '.join(students)}")
+              f"{printable(', '.join(students))}")
         return 0
     found = collect(lesson_name(args.lesson), Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
+    from mi_course.grading.autograde import printable
+
     for student, files in found.students.items():
         note = "" if len(files) == 1 else f"  ({len(files)} notebooks: autograde grades a folder with exactly one)"
-        print(f"{student:<20} {', '.join(Path(f).name for f in files)}{note}")
+        print(f"{printable(student):<20} {printable(', '.join(Path(f).name for f in files))}{note}")
     for name in found.unmatched:
-        print(f"NOT MATCHED: {name}")
+        print(f"NOT MATCHED: {printable(name)}")
     print(f"{len(found.students)} student(s) collected into {args.to}; {len(found.unmatched)} file(s) not matched.")
     return 1 if found.unmatched else 0
 
@@ -146,8 +152,10 @@ def cmd_feedback(args) -> int:
         raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
     done = feedback(lesson_name(args.lesson), _work(args), Path(args.exchange) if args.exchange else None,
                     Path(args.to) if args.to else None)
+    from mi_course.grading.autograde import printable
+
     for student, where in done.items():
-        print(f"{student:<20} {where}")
+        print(f"{printable(student):<20} {printable(where)}")
     missed = sum(where.endswith(NOT_RELEASED) for where in done.values())
     print(f"feedback for {len(done)} student(s)" + (f"; {missed} could not be released to the exchange" if missed else ""))
     return 1 if missed else 0
@@ -237,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"mi-course {args.command}: {err}", file=sys.stderr)
+        print(f"mi-course {args.command}: {''.join(c if c.isprintable() or c == chr(10) else ascii(c)[1:-1] for c in str(err))}",
+              file=sys.stderr)
         return 2
 
 

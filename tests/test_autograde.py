@@ -9,8 +9,13 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
+
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -35,6 +40,98 @@ def _insert_after(nb, grade_id, source):
 
 def _cell(nb, grade_id):
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+WRONG = "def double(x):\n    return 0\nanswer = 'x'\n"
+
+
+def _attack(released, code):
+    """The released notebook (stubs: nothing earned) with wrong answers and ``code`` before the tests."""
+    return _insert_after(released, "ex1_double", WRONG + textwrap.dedent(code))
+
+
+# Code that changes how later cells run (issue 15, item 4): each would pass every test it reaches.
+TAMPERING = {
+    # the issue's own: an input transformer turning the grader's cells into `pass`
+    "input_transformer": """
+        get_ipython().input_transformers_post.append(
+            lambda lines: ["pass\\n"] if any("HIDDEN" in l or "assert" in l or "_mi_grader" in l for l in lines)
+            else lines)
+        """,
+    # the same, spelled so that no scan of the source can see it
+    "obfuscated_transformer": """
+        _ip = get_ipython()
+        getattr(_ip, "input_" + "transformers_post").append(
+            lambda lines: ["pass\\n"] if any("assert" in l or "grader" in l for l in lines) else lines)
+        """,
+    # a transformer that forges the grader's verdict line from the nonce it can read
+    "forged_verdict": """
+        import re as _re
+        def _forge(lines):
+            text = "".join(lines)
+            m = _re.search(r"run\\('([0-9a-f]+)'", text)
+            return [f"print('\\\\nMI-GUARD {m.group(1)} pass  ' + '0' * 64)\\n"] if m else lines
+        getattr(get_ipython(), "input_" + "transformers_post").append(_forge)
+        """,
+    # the student's function, called by the test, installs a tracer mid-test
+    "tracer_in_answer": """
+        import sys as _sys
+        def double(x):
+            getattr(_sys, "set" + "trace")(lambda *a: None)
+            return 2 * x if x != 3 else 6
+        """,
+    # the namespace's own builtins replaced: `type(answer) is int` would hold for anything
+    "namespace_builtins": """
+        _b = dict(vars(__import__("bu" + "iltins")))
+        _b["type"] = lambda x: int
+        globals()["__bu" + "iltins__"] = _b
+        """,
+    # an IPython event that fixes the answer just before each cell
+    "event_callback": """
+        def _fix(*a):
+            globals()["answer"] = 42
+            globals()["double"] = lambda x: 2 * x
+        getattr(get_ipython(), "eve" + "nts").register("pre_run_cell", _fix)
+        """,
+    # a thread that keeps fixing the answer
+    "thread_flipper": """
+        import threading as _t, time as _time
+        def _flip():
+            while True:
+                globals()["answer"] = 42
+                _time.sleep(0.001)
+        _t.Thread(target=_flip, daemon=True).start()
+        _time.sleep(0.1)
+        """,
+    # a library function replaced by one defined in a cell
+    "library_monkeypatch": """
+        import operator as _op
+        _op.eq = lambda a, b: True
+        """,
+}
+
+
+def _planting_code(work, canary):
+    """A cell that plants links where the grader writes or reads after the kernel exits (its
+    working folder, its socket folder, the connection file), aimed at the gradebook and a canary."""
+    return textwrap.dedent(f"""
+        import os
+        _targets = {{"01_mini.ipynb": {str(work / "gradebook.db")!r}, "leak.html": {str(work / "gradebook.db")!r},
+                     "01_mini.html": {str(canary)!r}}}
+        for _folder in (os.getcwd(), os.path.dirname(os.getcwd())):
+            for _name, _target in _targets.items():
+                try:
+                    os.symlink(_target, os.path.join(_folder, _name))
+                except OSError:
+                    pass
+            for _name in os.listdir(_folder):
+                if _name.endswith(".json"):  # the connection file: replaced by a link
+                    try:
+                        os.unlink(os.path.join(_folder, _name)); os.symlink({str(canary)!r}, os.path.join(_folder, _name))
+                    except OSError:
+                        pass
+        print("PLANTED", sorted(os.listdir(".")))
+        """)
 
 
 def _hostile_code(course, submissions, work):
@@ -62,6 +159,7 @@ def _hostile_code(course, submissions, work):
         except OSError:
             pass
         print("LEAKS:", _got)
+        print("UID", os.getuid(), open("/proc/self/uid_map").read().split())
         """)
 
 
@@ -131,7 +229,51 @@ def _corpus(course, submissions, work) -> dict[str, bytes | nbformat.NotebookNod
     cases["patches_builtins"] = nb
     if ISOLATED:  # without isolation the probe would really write into the course
         cases["isolation_probe"] = _insert_after(solution(), "ex1_double_test", _hostile_code(course, submissions, work))
+        cases["planted_links"] = _insert_after(solution(), "ex1_double_test",
+                                               _planting_code(work, submissions.parent / "canary.txt"))
+        for name, code in TAMPERING.items():
+            cases[name] = _attack(released(), code)
+    # Links anywhere on the path to the notebook (item 2): never graded.
+    cases["linked_lesson_dir"] = ("dirlink", str(course / "solutions" / LESSON))
+    cases["linked_other_student"] = ("dirlink", str(submissions / "solution"))
+    cases["hardlink_to_solution"] = ("hardlink", str(course / "solutions" / LESSON / f"{LESSON}.ipynb"))
+    # Ids nbgrader or a shell would read as patterns or paths, or that would lie in a CSV or a terminal
+    # (items 3, 6): refused before anything runs, and "solution" keeps its row.
+    for name in REFUSED_IDS:
+        cases[name] = released()
+    # Output through channels other than print (item 5).
+    cases["display_flood"] = _insert_after(solution(), "ex1_double_test", textwrap.dedent("""
+        from IPython.display import display, update_display
+        for _i in range(200):
+            display({"text/plain": "x"}, raw=True, display_id="same")
+        for _i in range(5):
+            update_display({"text/plain": "y" * 200_000}, raw=True, display_id="same")
+        """))
+    cases["raw_fd_flood"] = _insert_after(solution(), "ex1_double_test", textwrap.dedent("""
+        import os, sys
+        for _i in range(4):
+            os.write(1, b"o" * 200_000)
+            os.write(2, b"e" * 200_000)
+            sys.stderr.write("s" * 200_000)
+        """))
+    # A hidden test that fails: its feedback shows the failure, not the hidden code (item 8).
+    nb = solution()
+    _cell(nb, "ex2_answer").source = "answer = 7"
+    cases["fails_hidden_test"] = nb
+    # A timed-out cell that swallows the interrupt (item 10).
+    cases["swallows_interrupt"] = _insert_after(solution(), "ex1_double_test", textwrap.dedent("""
+        while True:
+            try:
+                while True:
+                    pass
+            except KeyboardInterrupt:
+                pass
+        """))
     return cases
+
+
+REFUSED_IDS = ["solutio[n]", "-rf", "a*", "x?y", "a..b", '=HYPERLINK("evil.example","9.0")', "x\nmallory 9.0 graded",
+               "\x1b[2Jred"]
 
 
 def _write(submissions, cases):
@@ -140,6 +282,10 @@ def _write(submissions, cases):
         folder.mkdir(parents=True)
         if isinstance(content, str):  # a symbolic link to this path
             (folder / f"{LESSON}.ipynb").symlink_to(content)
+        elif isinstance(content, tuple) and content[0] == "dirlink":  # the lesson folder is a link
+            (folder / LESSON).symlink_to(content[1], target_is_directory=True)
+        elif isinstance(content, tuple):  # a hard link
+            os.link(content[1], folder / f"{LESSON}.ipynb")
         elif isinstance(content, bytes):
             (folder / f"{LESSON}.ipynb").write_bytes(content)
         elif content is not None:
@@ -157,11 +303,13 @@ def graded(course, tmp_path_factory):
     base = tmp_path_factory.mktemp("grading")
     submissions, work = base / "submissions", base / "work"
     _write(submissions, _corpus(course, submissions, work))
+    (base / "canary.txt").write_text("the canary")
     before = _digests(submissions)
+    course_before = _digests(course)
     # Two graders at once: the rest of the module checks that nothing was lost or mixed up.
     results = autograde(LESSON, submissions, base / "out" / "grades.csv", work_dir=work, limits=LIMITS, jobs=2)
     return {"results": {r.student: r for r in results}, "before": before, "submissions": submissions,
-            "work": work, "csv": base / "out" / "grades.csv", "base": base}
+            "work": work, "csv": base / "out" / "grades.csv", "base": base, "course_before": course_before}
 
 
 # student -> (expected scores of ex1_double_test and ex2_answer_test, words the status must contain)
@@ -173,11 +321,19 @@ EXPECTED = {
     "not_a_notebook": ((0, 0), ["error: not a Jupyter notebook"]),
     "wrong_lesson": ((0, 0), ["error: not a notebook of lesson 01_mini"]),
     "no_notebook": ((0, 0), ["error: no single notebook"]),
-    "symlink_to_solution": ((0, 0), ["error: the submission is a symbolic link"]),
+    "symlink_to_solution": ((0, 0), ["error: the submission is not a plain file", "symbolic link"]),
+    "linked_lesson_dir": ((0, 0), ["error: the submission is not a plain file", "symbolic link"]),
+    "linked_other_student": ((0, 0), ["error: the submission is not a plain file", "symbolic link"]),
+    "hardlink_to_solution": ((0, 0), ["error: the submission is not a plain file", "hard links"]),
+    "display_flood": ((1, 2), ["output over 256 KiB truncated"]),
+    "raw_fd_flood": ((1, 2), ["output over 256 KiB truncated"]),
+    "fails_hidden_test": ((1, 0), ["graded"]),
+    "swallows_interrupt": ((1, 0), ["timed out after 4 s and did not stop when interrupted", "rest not run"]),
     "os_exit": ((1, 0), ["the kernel died", "cell"]),
     "infinite_loop": ((1, 2), ["timed out after 4 s"]),
-    "uninterruptible_loop": ((1, 0), ["timed out", "kernel"]),
-    "memory_bomb": ((1, 2), ["memory limit hit"]),
+    "uninterruptible_loop": ((1, 0), ["timed out after 4 s and did not stop when interrupted", "rest not run"]),
+    # On a busy machine the bomb may reach the cell timeout before the memory limit: either kind.
+    "memory_bomb": ((1, 2), [("memory limit hit", "timed out after 4 s")]),
     "gigantic_output": ((1, 2), ["output over 256 KiB truncated"]),
     "edited_test": ((0, 0), ["edited test cell ex1_double_test (source; restored)"]),
     "deleted_test": ((1, 2), ["deleted test cell ex1_double_test (re-inserted)"]),
@@ -188,11 +344,25 @@ EXPECTED = {
     "duplicated_graded_cell": ((0, 0), ["duplicated graded cell ex2_answer_test"]),
     "missing_cell_ids": ((1, 2), ["cell(s) without a cell id"]),
     "lying_object": ((1, 0), ["graded"]),
-    # Scored as usual (a patch could subvert the tests sharing its kernel), flagged for a human.
+    # Scored as usual (IPython restores what it changed), flagged for a human.
     "patches_builtins": ((1, 2), ["suspicious code to review by hand: patches builtins in cell"]),
+    **{name: ((0, 0), ["error: student id refused"]) for name in REFUSED_IDS},
 }
 if ISOLATED:
-    EXPECTED["isolation_probe"] = ((1, 2), ["graded"])
+    # it uses ctypes (to try to unmount what hides the secrets): held for a human
+    EXPECTED["isolation_probe"] = ((0, 0), ["held for manual review", "uses ctypes"])
+    EXPECTED["planted_links"] = ((1, 2), ["graded"])
+    # Changing how later cells run: nothing earned automatically, held for a human, with the reason.
+    EXPECTED.update({name: ((0, 0), ["held for manual review"]) for name in TAMPERING})
+    EXPECTED["input_transformer"][1].append("changes how later cells run")
+    EXPECTED["obfuscated_transformer"][1] += ["the grader's check did not report",
+                                              "IPython input_transformers_post changed"]
+    EXPECTED["forged_verdict"][1].append("check line(s) the grader did not write")
+    EXPECTED["tracer_in_answer"][1].append("sys.settrace by student code")
+    EXPECTED["namespace_builtins"][1].append("the namespace's builtins changed")
+    EXPECTED["event_callback"][1].append("IPython event callbacks changed (pre_run_cell)")
+    EXPECTED["thread_flipper"][1].append("threads running student code")
+    EXPECTED["library_monkeypatch"][1].append("library functions replaced: operator.eq")
 
 
 @pytest.mark.parametrize("student", sorted(EXPECTED))
@@ -201,8 +371,8 @@ def test_corpus_case(graded, student):
     (ex1, ex2), words = EXPECTED[student]
     assert (result.scores["ex1_double_test"], result.scores["ex2_answer_test"]) == (ex1, ex2), result.status
     for word in words:
-        assert word in result.status, result.status
-    if result.status.startswith("graded"):
+        assert any(w in result.status for w in ((word,) if isinstance(word, str) else word)), result.status
+    if result.status.startswith(("graded", "held")):
         assert result.feedback and "<html" in open(result.feedback).read(2000).lower()
 
 
@@ -212,17 +382,30 @@ def test_clean_submissions_have_a_plain_status(graded):
 
 
 def test_batch_completes_with_one_row_per_student(graded):
+    from mi_course.grading.export import safe_cell
+
     with open(graded["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["student", "lesson", "ex1_double_test", "ex2_answer_test", "q3_written", "total",
                              "status"]
-    assert sorted(r["student"] for r in rows) == sorted(EXPECTED)
+    # ids as written to the CSV: one line each, never a formula
+    ids = {safe_cell(student): student for student in EXPECTED}
+    assert sorted(r["student"] for r in rows) == sorted(ids)
     for row in rows:
-        result = graded["results"][row["student"]]
-        assert row["status"] == result.status
-        assert [float(row["ex1_double_test"]), float(row["ex2_answer_test"])] == list(EXPECTED[row["student"]][0])
+        result = graded["results"][ids[row["student"]]]
+        assert row["status"] == safe_cell(result.status)
+        assert [float(row["ex1_double_test"]), float(row["ex2_answer_test"])] == list(EXPECTED[result.student][0])
         # The written answer: 0 when left as the stub, empty (to grade by hand) when answered.
         assert row["q3_written"] == {"solution": "", "released": "0.0"}.get(row["student"], row["q3_written"])
+
+
+def test_csv_is_safe_in_a_spreadsheet(graded):
+    """Item 6: no cell starts a formula, no record spans lines, escape characters are written out."""
+    text = graded["csv"].read_text()
+    assert len(text.splitlines()) == len(EXPECTED) + 1
+    assert "\x1b" not in text and "'=HYPERLINK(" in text and "x\\nmallory 9.0 graded" in text
+    for row in csv.reader(text.splitlines()):
+        assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row), row
 
 
 def test_parallel_graders_keep_the_gradebook_whole(graded):
@@ -231,7 +414,12 @@ def test_parallel_graders_keep_the_gradebook_whole(graded):
 
     with Gradebook(f"sqlite:///{graded['work'] / 'gradebook.db'}") as gradebook:
         submitted = sorted(s.student.id for s in gradebook.find_assignment(LESSON).submissions)
-    gradable = sorted(s for s, r in graded["results"].items() if r.status.startswith("graded"))
+        # held submissions earn nothing automatically, in the gradebook too
+        for student, result in graded["results"].items():
+            if result.status.startswith("held"):
+                notebook = gradebook.find_submission_notebook(LESSON, LESSON, student)
+                assert [g.score for g in notebook.grades if g.name.endswith("_test")] == [0, 0], student
+    gradable = sorted(s for s, r in graded["results"].items() if r.status.startswith(("graded", "held")))
     assert submitted == gradable
 
 
@@ -246,20 +434,72 @@ def test_kernel_is_isolated(graded, course):
     assert "LEAKS: []" in printed, printed
     for folder in (graded["work"], graded["submissions"], course):
         assert not (folder / "PWNED").exists()
+    if os.getuid() == 0:  # item 7: a root grader's kernel is nobody on the host
+        assert "UID 1000 ['0', '0', '1', '1000', '65534', '1']" in printed, printed
+
+
+@pytest.mark.skipif(not ISOLATED, reason="user namespaces unavailable here: the kernel is not isolated")
+def test_nothing_a_kernel_leaves_is_followed(graded, course):
+    """Item 1: links planted by a kernel are never followed, copied or published: no link anywhere in
+    the grader's folders, the canary, the course and the submissions are byte-identical, the
+    gradebook is whole (the batch completed, the CSV was written)."""
+    nb = nbformat.read(graded["work"] / "autograded" / "planted_links" / LESSON / f"{LESSON}.ipynb", 4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "PLANTED ['01_mini.html', '01_mini.ipynb', 'leak.html']" in printed, printed  # it did plant them
+    base = graded["base"]
+    links = [p for p in base.rglob("*") if p.is_symlink() and not p.is_relative_to(graded["submissions"])]
+    assert links == []
+    assert (base / "canary.txt").read_text() == "the canary"
+    assert _digests(course) == graded["course_before"]
+    assert sorted(p.name for p in (base / "out" / "feedback" / "planted_links").iterdir()) == [f"{LESSON}.html"]
+    assert not (graded["work"] / "feedback" / "planted_links" / LESSON / "leak.html").exists()
+
+
+def test_a_clean_row_does_not_depend_on_the_batch(graded, tmp_path):
+    """The attackers change nothing in another student's row: "solution" graded alone gets the same."""
+    shutil.copytree(graded["submissions"] / "solution", tmp_path / "subs" / "solution")
+    (alone,) = autograde(LESSON, tmp_path / "subs", work_dir=tmp_path / "work", limits=LIMITS)
+    batch = graded["results"]["solution"]
+    assert (alone.status, alone.scores) == (batch.status, batch.scores) == ("graded", {"ex1_double_test": 1.0,
+                                                                                       "ex2_answer_test": 2.0})
+
+
+def test_feedback_never_shows_hidden_tests(graded):
+    """Item 8: each test's name, points and failure message; never the hidden code."""
+    pages = {s: open(r.feedback).read() for s, r in graded["results"].items() if r.feedback}
+    assert len(pages) >= 10
+    for student, page in pages.items():
+        for secret in ("BEGIN HIDDEN TESTS", "range(-5, 6)", "int(answer) == 42"):
+            assert secret not in page, (student, secret)
+    page = pages["fails_hidden_test"]
+    assert "ex2_answer_test" in page and "AssertionError" in page and "(Score: 0.0 / 2.0)" in page
+
+
+def test_every_output_channel_is_capped(graded):
+    """Item 5: display updates, raw descriptors and stderr count against the cap (256 KiB here)."""
+    for student in ("display_flood", "raw_fd_flood", "gigantic_output"):
+        executed = graded["work"] / "autograded" / student / LESSON / f"{LESSON}.ipynb"
+        assert executed.stat().st_size < 2 * LIMITS.output, student
+        assert Path(graded["results"][student].feedback).stat().st_size < 2 * LIMITS.output + 400_000, student
+
+
+def _kind(status: str) -> str:
+    """What must not depend on timing: graded, held or error, and for errors the reason's first words."""
+    return status.split(" (")[0].split(":")[0] if not status.startswith("error") else status[:40]
 
 
 def test_regrading_is_idempotent_and_resumes(graded, course):
     """A second run over the same work folder reuses every stored row; a forced re-grade of a
-    few students gives the same rows again."""
+    few students gives the same scores and the same kind of status again."""
     again = autograde(LESSON, graded["submissions"], work_dir=graded["work"], limits=LIMITS)
     assert {r.student: (r.status, r.scores) for r in again} == {
         s: (r.status, r.scores) for s, r in graded["results"].items()}
     few = graded["base"] / "few"
-    for student in ("solution", "deleted_test", "empty"):
+    for student in ("solution", "deleted_test", "empty", "memory_bomb"):
         shutil.copytree(graded["submissions"] / student, few / student)
     forced = autograde(LESSON, few, work_dir=graded["work"], limits=LIMITS, force=True)
-    assert {r.student: (r.status, r.scores) for r in forced} == {
-        r.student: (graded["results"][r.student].status, graded["results"][r.student].scores) for r in forced}
+    assert {r.student: (_kind(r.status), r.scores) for r in forced} == {
+        r.student: (_kind(graded["results"][r.student].status), graded["results"][r.student].scores) for r in forced}
 
 
 def test_real_lesson_tampering_is_repaired(tmp_path, monkeypatch):
@@ -363,3 +603,82 @@ def test_parallel_kernels_run_side_by_side(course, tmp_path):
         spans.append([float(line.split()[1]) for line in printed.splitlines() if line.startswith("RAN")])
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the kernels ran one after the other: {spans}"
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """``pid -> start time`` of every live descendant of ``pid`` (from /proc)."""
+    parents, start = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)], start[int(entry.name)] = int(fields[1]), fields[19]
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = start[child]
+                todo.append(child)
+    return found
+
+
+def _alive(processes: dict[int, str]) -> list[int]:
+    alive = []
+    for pid, started in processes.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[19] == started and stat[0] != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_killing_the_grader_ends_every_kernel(course, tmp_path, how):
+    """Item 9: the grader (the CLI, two workers) is killed while two kernels are busy: every process
+    it started (workers, launchers, kernels) is gone soon after, whatever the signal."""
+    import signal
+    import time
+
+    solution = nbformat.read(course / "solutions" / LESSON / f"{LESSON}.ipynb", 4)
+    _insert_after(solution, "ex1_double_test", "import time\ntime.sleep(600)")
+    for student in ("ann", "ben"):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        nbformat.write(solution, tmp_path / "subs" / student / f"{LESSON}.ipynb")
+    grader = subprocess.Popen([sys.executable, "-m", "mi_course.cli", "autograde", LESSON, str(tmp_path / "subs"),
+                               "--work", str(tmp_path / "work"), "--jobs", "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family = {}
+    try:
+        deadline = time.monotonic() + 300  # against a hang only: kernels start in seconds
+        while time.monotonic() < deadline:
+            family = _descendants(grader.pid)
+            if sum("ipykernel" in _cmdline(p) for p in family) == 2:
+                break
+            assert grader.poll() is None, "the grader ended before its kernels started"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the kernels did not start")
+        time.sleep(2)
+        family = _descendants(grader.pid)
+        grader.send_signal(getattr(signal, how))
+        grader.wait(timeout=120)
+        deadline = time.monotonic() + 60
+        while _alive(family) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _alive(family) == [], [_cmdline(p)[:200] for p in _alive(family)]
+    finally:
+        grader.kill()
+        for pid in _alive(family):  # leave nothing behind, whatever happened
+            os.kill(pid, signal.SIGKILL)

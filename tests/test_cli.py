@@ -71,3 +71,31 @@ def test_default_work_folder_is_where_nbgrader_looks():
         assert (ROOT / getattr(by_hand, name)).resolve() == ROOT.joinpath(getattr(ours, name)).resolve(), name
     assert ours.db_url == f"sqlite:///{(ROOT / by_hand.db_url.removeprefix('sqlite:///')).resolve()}"
     assert by_hand.course_id == ours.course_id
+
+
+def test_terminal_report_escapes_ids_and_statuses(monkeypatch, capsys):
+    """Issue 15, item 6: an id with a newline cannot print a fake row; escape sequences are shown,
+    not sent to the terminal; each record is one line."""
+    from mi_course import cli
+    from mi_course.grading import autograde
+
+    results = [autograde.StudentResult("x\nmallory 9.0 graded", "error: student id refused", {"a": 0.0}),
+               autograde.StudentResult("\x1b[2Jred", "graded (note \x1b[31m)", {"a": 1.0}),
+               autograde.StudentResult("alice", "graded", {"a": 1.0})]
+    monkeypatch.setattr(autograde, "autograde", lambda *a, **k: results)
+    assert cli.main(["autograde", "01", "subs"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert len(lines) == 1 + len(results)
+    assert lines[1].startswith("x\\nmallory 9.0 graded ") and lines[2].startswith("\\x1b[2Jred ")
+    assert not any(line.startswith("mallory") for line in lines)
+
+
+def test_student_ids_that_are_patterns_or_paths_are_refused():
+    from mi_course.grading.autograde import refused_id
+
+    for good in ("alice", "a.b-c+d@uni.edu", "s_123", "O'Brien"[:1]):
+        assert refused_id(good) is None, good
+    for bad in ("victi[m]", "a*", "x?y", "-rf", "a..b", "x\ny", "\x1b[2J", "=1+1", "a b", "~root", "{a,b}"):
+        assert refused_id(bad) and refused_id(bad).startswith("student id refused"), bad

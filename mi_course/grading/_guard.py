@@ -249,8 +249,16 @@ def install(key_hex):
         if error is not None:
             raise error
 
+    def diagnose():
+        """What changed, for the grader when ``run`` did not report (asked outside any cell)."""
+        state["busy"] += 1
+        try:
+            return "; ".join(problems()) or "nothing the check compares"
+        finally:
+            state["busy"] -= 1
+
     snapshot = machinery()
     sys.addaudithook(audit)
     guard = _type(sys)("_mi_grader_guard")
-    guard.run = run
+    guard.run, guard.diagnose = run, diagnose
     _modules["_mi_grader_guard"] = guard

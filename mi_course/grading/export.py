@@ -25,6 +25,16 @@ from mi_course.grading.config import graded_work
 BY_NBGRADER = "graded by nbgrader (not by mi-course autograde)"
 
 
+def safe_cell(value):
+    """A CSV cell that a spreadsheet shows as text: one line (control characters written as
+    escapes) and a leading ``=``, ``+``, ``-``, ``@``, tab or carriage return made inert with ``'``
+    (numbers stay numbers)."""
+    if not isinstance(value, str):
+        return value
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in value)
+    return "'" + text if value[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def _autograder_results(folder: Path, lesson: str) -> dict[str, dict]:
     """``student -> {"status", "scores", ...}`` as the autograder stored them."""
     return {(saved := json.loads(p.read_text()))["student"]: saved for p in sorted((folder / lesson).glob("*.json"))}
@@ -68,7 +78,7 @@ class ExerciseCsvExport(ExportPlugin):
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, ["student", "lesson", *columns, "total", "status"], restval="")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: safe_cell(v) for k, v in row.items()} for row in rows)
         self.log.info("Exported %d row(s) to %s", len(rows), path)
 
 

@@ -26,6 +26,7 @@ hardened distributions) only the limits apply, with a loud warning.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fcntl
@@ -270,16 +271,30 @@ class BoundedExecute(Execute):
                 self._stuck.cancel()
                 self._stuck = None
         if guarded:
-            self._judge(cell, nonce, hashlib.sha256(original.encode()).hexdigest())
+            if not self._judge(cell, nonce, hashlib.sha256(original.encode()).hexdigest()):
+                await self._diagnose()
         return result
+
+    async def _diagnose(self) -> None:
+        """The guard did not report: ask it what changed, outside any cell (user expressions run
+        no transformer). Only words for the human who reviews the submission."""
+        expression = '__import__("sys").modules["_mi_grader_guard"].diagnose()'
+        try:
+            msg_id = self.kc.execute("", silent=True, store_history=False, user_expressions={"why": expression})
+            reply = await asyncio.wait_for(self.async_wait_for_reply(msg_id), 30)
+            why = reply["content"]["user_expressions"]["why"]
+            text = why.get("data", {}).get("text/plain", "") if why.get("status") == "ok" else why.get("ename", "")
+        except Exception:  # noqa: BLE001  a kernel that does not answer: no words to add
+            return
+        BoundedExecute.held[-1] += f" [the kernel says: {text.strip(chr(39) + chr(34))[:300]}]"
 
     # nbclient binds its sync entry points to its own coroutines: bind them to these.
     start_new_kernel_client = run_sync(async_start_new_kernel_client)
     execute_cell = run_sync(async_execute_cell)
 
-    def _judge(self, cell, nonce: str, sha: str) -> None:
+    def _judge(self, cell, nonce: str, sha: str) -> bool:
         """The test cell's verdict from the guard's line: pass, fail (an error output is ensured)
-        or held; no valid line (or a forged one) is held too."""
+        or held; no valid line (or a forged one) is held too. False: the guard did not report."""
         name = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {self._index + 1}")
         valid, forged = [], 0
         for got_nonce, verdict, detail, mac in self._verdicts:
@@ -292,12 +307,14 @@ class BoundedExecute(Execute):
         elif len(valid) != 1:
             if not any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
                 BoundedExecute.held.append(f"{name}: the grader's check did not report (how cells run was changed)")
+                return False
         elif valid[0][0] == "held":
             BoundedExecute.held.append(f"{name}: {valid[0][1]}")
         elif valid[0][0] == "fail" and not any(o.output_type == "error" for o in cell.outputs):
             ename, _, evalue = valid[0][1].partition(": ")
             cell.outputs.append(NotebookNode(output_type="error", ename=ename, evalue=evalue,
                                              traceback=[f"{ename}: {evalue}"]))
+        return True
 
     # -- output: every channel counted, the guard's lines taken out ---------------------------
     def _over(self, size: int) -> bool:
