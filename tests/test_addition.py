@@ -118,6 +118,26 @@ def test_patching_table_shape(trained):
     assert table.shape == (3, 3) and ((table >= 0) & (table <= 1)).all()
 
 
+def test_patch_head_agrees_with_the_patching_table(trained):
+    model = trained[0]
+    clean, corrupt, column = analysis.one_digit_pairs(200, seed=14)
+    differs = data.answers(clean) != data.answers(corrupt)
+    offset = column[:, None] - (torch.arange(6)[None] - 1)
+    hits = torch.zeros(3, 3)
+    for head in range(3):
+        for k in range(6):
+            got = analysis.patch_head(model, clean, corrupt, head, k)
+            assert got.shape == (200,)
+            flipped = (got == data.answers(corrupt)[:, k]) & differs[:, k]
+            for o in range(3):
+                hits[head, o] += (flipped & (offset[:, k] == o)).sum()
+    counts = torch.tensor([(differs & (offset == o)).sum() for o in range(3)])
+    assert torch.allclose(hits / counts, analysis.patching_table(model, clean, corrupt, column))
+    unpatched = analysis.predict(model, clean)
+    assert not torch.equal(torch.stack([analysis.patch_head(model, clean, corrupt, h, 4) for h in range(3)]),
+                           unpatched[:, 4].expand(3, -1)), "patching must change some digits"
+
+
 def _retrain(config):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -166,6 +166,23 @@ def one_digit_pairs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 @torch.no_grad()
+def patch_head(model, clean: torch.Tensor, corrupt: torch.Tensor, head: int, k: int) -> torch.Tensor:
+    """Activation patching of one head at one answer position: the model's answer digit ``k``
+    ``[batch]`` on the ``clean`` questions when ``head``'s ``hook_z`` at position 11 + k (the
+    position that predicts digit k) is replaced by its value in the ``corrupt`` run."""
+    pos = data.PREDICT_POSITIONS[k]
+    _, cache = model.run_with_cache(corrupt, names_filter=Z_HOOK)
+    source = cache[Z_HOOK]
+
+    def hook(z, hook):
+        z = z.clone()
+        z[:, pos, head] = source[:, pos, head]
+        return z
+
+    return predict(model, clean, [(Z_HOOK, hook)])[:, k]
+
+
+@torch.no_grad()
 def patching_table(model, clean: torch.Tensor, corrupt: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
     """Activation patching, one head at one position: for every answer digit k whose true
     value differs between ``clean`` and ``corrupt``, copy head h's ``hook_z`` at position
