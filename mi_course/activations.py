@@ -34,6 +34,17 @@ def residual_stream(model, prompt, position: int | None = None) -> torch.Tensor:
     return torch.stack([out.detach() for out in outputs])
 
 
+def change_by_position(model, prompt_a, prompt_b, layer: int) -> torch.Tensor:
+    """Norm of the change of decoder layer ``layer``'s output at each position between two prompts
+    of the same token length: ``[pos]`` (exactly 0 before the first differing token)."""
+    lm = model.nnsight
+    with lm.trace(prompt_a):
+        a = lm.model.layers[layer].output[0].save()
+    with lm.trace(prompt_b):
+        b = lm.model.layers[layer].output[0].save()
+    return (a - b).detach().norm(dim=-1)
+
+
 def cosine_by_layer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of two ``[n_layers, d_model]`` stacks, layer by layer: ``[n_layers]``."""
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
@@ -74,6 +85,32 @@ def attention_patterns(model, prompt) -> torch.Tensor:
         with lm.trace(prompt):
             patterns = [layer.self_attn.output[1][0] for layer in lm.model.layers].save()
     return torch.stack([p.detach() for p in patterns])
+
+
+def previous_token_scores(patterns: torch.Tensor) -> torch.Tensor:
+    """Previous-token score of each head: the attention from each query ``q >= 1`` to ``q - 1``,
+    averaged over those queries. ``[..., q, k]`` -> ``[...]`` (e.g. ``[n_layers, head]``)."""
+    return patterns.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)
+
+
+def parameter_budget(hf_model) -> tuple[list[int], list[int], float]:
+    """Parameters of each decoder layer's MLP and attention, and the MLP's share of all the
+    model's parameters (a weight shared by two modules, like tied embeddings, counted once)."""
+    layers = hf_model.model.layers
+    mlp = [sum(p.numel() for p in layer.mlp.parameters()) for layer in layers]
+    attn = [sum(p.numel() for p in layer.self_attn.parameters()) for layer in layers]
+    return mlp, attn, sum(mlp) / sum(p.numel() for p in hf_model.parameters())
+
+
+def parameter_groups(hf_model) -> dict[str, int]:
+    """The model's parameters by kind: embedding (with the unembedding, when tied), attention,
+    MLP and norms; each shared weight counted once."""
+    groups = {"embedding (tied with unembedding)": 0, "attention": 0, "MLP": 0, "norms": 0}
+    for name, p in hf_model.named_parameters():
+        key = ("MLP" if ".mlp." in name else "attention" if ".self_attn." in name
+               else "norms" if "norm" in name else "embedding (tied with unembedding)")
+        groups[key] += p.numel()
+    return groups
 
 
 def plot_by_layer(curves: dict, title: str, yaxis: str = "cosine similarity"):

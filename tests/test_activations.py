@@ -6,11 +6,15 @@ import torch
 from mi_course import load_model
 from mi_course.activations import (
     attention_patterns,
+    change_by_position,
     cosine_by_layer,
     eager_attention,
+    parameter_budget,
+    parameter_groups,
     plot_attention,
     plot_by_layer,
     positions_of,
+    previous_token_scores,
     residual_stream,
 )
 
@@ -90,3 +94,30 @@ def test_plots_build():
     assert [trace.name for trace in fig.data] == ["a", "b"]
     heat = plot_attention(torch.eye(3), ["x", "y", "z"])
     assert heat.data[0].z.shape == (3, 3)
+
+
+def test_change_by_position_is_zero_before_the_edit(model):
+    change = change_by_position(model, "The city Paris is in France", "The beautiful Paris is in France", 10)
+    resid = [residual_stream(model, p)[10] for p in ("The city Paris is in France", "The beautiful Paris is in France")]
+    assert torch.allclose(change, (resid[0] - resid[1]).norm(dim=-1))
+    assert float(change[0]) == 0.0 and bool((change[1:] > 0).all())
+
+
+def test_previous_token_scores():
+    n = 5
+    prev = torch.zeros(n, n)
+    prev[0, 0] = 1
+    prev[torch.arange(1, n), torch.arange(n - 1)] = 1
+    bos = torch.zeros(n, n)
+    bos[:, 0] = 1
+    scores = previous_token_scores(torch.stack([prev, torch.eye(n), bos])[None])
+    assert scores.shape == (1, 3) and torch.allclose(scores[0], torch.tensor([1.0, 0.0, 1 / (n - 1)]))
+
+
+def test_parameter_budget_counts_tied_weights_once(model):
+    mlp, attn, share = parameter_budget(model.hf)
+    total = sum(p.numel() for p in model.hf.parameters())
+    assert len(mlp) == len(attn) == model.n_layers and mlp[0] == 3 * attn[0]
+    assert share == pytest.approx(sum(mlp) / total)
+    groups = parameter_groups(model.hf)
+    assert sum(groups.values()) == total and groups["MLP"] == sum(mlp) and groups["attention"] == sum(attn)
