@@ -129,3 +129,47 @@ def test_unavailable_isolation_is_loud_or_fatal(monkeypatch):
     with pytest.raises(RuntimeError, match="no namespaces"):
         autograde._use_isolation("required")
     assert autograde._use_isolation("off") is False
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_launcher_ends_its_kernel_when_the_grader_goes(tmp_path, isolate):
+    """Issue 15, item 9 at the launcher: its stdin is the grader's pipe (the lifeline); when the
+    grader's end closes, the launcher kills the kernel, and a child the kernel started, at once."""
+    import signal
+    import time
+
+    if isolate and not ISOLATED:
+        pytest.skip("user namespaces unavailable here")
+    (tmp_path / "run").mkdir()
+    tmp_path.chmod(0o755)  # a root grader's kernel is nobody: it must reach its script
+    code = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n" \
+           "print('ready', flush=True)\ntime.sleep(600)\n"
+    (tmp_path / "probe.py").write_text(code)
+    (tmp_path / "probe.py").chmod(0o644)
+    box = Sandbox(isolate=isolate, cwd=str(tmp_path / "run"), writable=[str(tmp_path)], lifeline=True)
+    read, write = os.pipe()
+    launcher = subprocess.Popen([sys.executable, str(LAUNCHER), json.dumps(box.__dict__), "--", sys.executable,
+                                 str(tmp_path / "probe.py")], stdin=read, stdout=subprocess.PIPE,
+                                start_new_session=True)  # as jupyter_client starts it
+    os.close(read)
+    try:
+        family = []
+        deadline = time.monotonic() + 120  # against a hang only
+        while len(family) < 3 and time.monotonic() < deadline:  # launcher -> kernel -> its child
+            family = [launcher.pid]
+            for _ in range(3):
+                family += [int(p) for p in Path(f"/proc/{family[-1]}/task/{family[-1]}/children").read_text().split()
+                           if p][:1] if Path(f"/proc/{family[-1]}").exists() else []
+            time.sleep(0.2)
+        assert len(family) >= 3, family
+        os.close(write)  # the grader is gone
+        launcher.wait(timeout=60)
+        time.sleep(1)
+        alive = [p for p in family if Path(f"/proc/{p}").exists()
+                 and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert alive == []
+    finally:
+        launcher.kill()
+        for pid in family:
+            with __import__("contextlib").suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

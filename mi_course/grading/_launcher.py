@@ -255,8 +255,11 @@ def _supervise(child: int, settings: dict) -> int:
                 more = os.read(0, 4096)
             except OSError:
                 more = b""
-            if not more:  # the grader is gone: end the kernel and its whole namespace now
+            if not more:  # the grader is gone: end the kernel (its whole namespace) now
                 os.kill(child, signal.SIGKILL)
+                if os.getpgrp() == os.getpid():  # and, unisolated, what it started in our group
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    os.killpg(0, signal.SIGKILL)
                 poller.unregister(0)
     while True:
         try:

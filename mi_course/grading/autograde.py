@@ -166,6 +166,25 @@ def _prepare_model() -> None:
             models.prepare_embedded()
         except Exception as err:  # lessons without a model still grade
             warnings.warn(f"could not prepare the embedded model before grading: {err}", stacklevel=3)
+    if os.geteuid() == 0:  # a root grader's kernel runs as nobody: public weights, readable by all
+        _readable_by_all(models.cache_dir())
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Let every user read ``folder`` (and enter its folders): the model cache, public weights
+    that a root grader prepared with private permissions (a kernel runs as nobody)."""
+    if not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            extra = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
+            if st.st_mode & extra != extra:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
+    os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IROTH | stat.S_IXOTH)
 
 
 def _cuda_visible() -> bool:
