@@ -355,8 +355,8 @@ if ISOLATED:
     # Changing how later cells run: nothing earned automatically, held for a human, with the reason.
     EXPECTED.update({name: ((0, 0), ["held for manual review"]) for name in TAMPERING})
     EXPECTED["input_transformer"][1].append("changes how later cells run")
-    EXPECTED["obfuscated_transformer"][1] += ["the grader's check did not report",
-                                              "IPython input_transformers_post changed"]
+    EXPECTED["obfuscated_transformer"][1].extend(["the grader's check did not report",
+                                                  "IPython input_transformers_post changed"])
     EXPECTED["forged_verdict"][1].append("check line(s) the grader did not write")
     EXPECTED["tracer_in_answer"][1].append("sys.settrace by student code")
     EXPECTED["namespace_builtins"][1].append("the namespace's builtins changed")

@@ -6,22 +6,27 @@ namespaces, see ``Sandbox``), kills it when the submission's wall-time budget
 is spent, caps the output it keeps, and when the kernel dies marks every cell
 that did not run with an error output, so a test that never ran scores 0.
 
-What the isolation protects against (Linux with unprivileged user namespaces):
-reading the course's ``solutions/``, ``autograder/``, ``.git``, the grader's work
-folder (gradebook with the hidden tests, other students' copies and feedback)
-and the submissions folder; writing anywhere but the student's own working
-folder and a private ``/tmp``; unmounting that hiding (the kernel runs as a
-non-root uid without capabilities, even for a root grader); the network (empty
-network namespace); signalling or inspecting the grader's processes (PID
-namespace with its own ``/proc``); running forever or exhausting memory
-(wall-time kill, per-cell timeout, RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, capped
-output). What it does not protect against: reading other files the grader's
-user can read (its home folder, other projects); many processes (no
-RLIMIT_NPROC, which root ignores anyway: memory and the wall time still bound
-them); kernel exploits; lying objects inside the lesson's own checks (the checks
-convert values with ``mi_course.checks``); a submission that games a visible
-check the hidden tests don't cover. Where namespaces are unavailable (macOS,
-hardened distributions) only the limits apply, with a loud warning.
+What the isolation protects against (Linux with user namespaces): reading the
+course's ``solutions/``, ``autograder/``, ``.git``, the grader's work folder
+(gradebook with the hidden tests, other students' copies and feedback) and the
+submissions folder; writing anywhere but a private working folder (a tmpfs the
+grader never reads: the executed notebook comes back as messages), a private
+``/tmp`` and its socket folder; unmounting that hiding (no capabilities); the
+host's root: a root grader's kernel runs as ``nobody`` (uid 65534, no groups);
+the network (empty network namespace); signalling or inspecting the grader's
+processes (PID namespace with its own ``/proc``); outliving the grader (its
+launcher kills the namespace when the grader's end of its stdin pipe closes);
+running forever (wall-time kill, per-cell timeout then a kill when the
+interrupt is ignored, RLIMIT_CPU) or exhausting memory (RLIMIT_AS, RLIMIT_FSIZE,
+output capped over every channel). Hidden tests run through ``_guard.py``.
+What it does not protect against: reading world-readable files outside the
+hidden folders (and, for a grader that is not root, what the grader can read);
+many processes (no RLIMIT_NPROC); files written into its socket folder (each
+bounded by RLIMIT_FSIZE); kernel exploits; code that reads the interpreter's
+internals by routes the guard does not see (it can forge the guard's verdict);
+lying objects inside the lesson's own checks; a submission that games a
+visible check the hidden tests don't cover. Where namespaces are unavailable
+(macOS, hardened distributions) only the limits apply, with a loud warning.
 """
 
 from __future__ import annotations
