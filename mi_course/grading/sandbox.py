@@ -251,7 +251,8 @@ class BoundedExecute(Execute):
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
         self._key = secrets.token_hex(32)
-        code = f"exec({GUARD_SOURCE + chr(10) + f'install({self._key!r})' + chr(10)!r}, {{}})"
+        source = GUARD_SOURCE + f"\ninstall({self._key!r})\n"
+        code = f"exec(compile({source!r}, '<mi-course grader>', 'exec'), {{}})"
         msg_id = kc.execute(code, silent=True, store_history=False)
         reply = await self.async_wait_for_reply(msg_id)
         if not reply or reply["content"].get("status") != "ok":
