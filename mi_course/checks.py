@@ -146,6 +146,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _codes(obj) -> set:
     """Every code object of a function, method, class or module (nested code included)."""
+    if isinstance(obj, property):
+        return set().union(*(_codes(f) for f in (obj.fget, obj.fset, obj.fdel) if f))
     obj = inspect.unwrap(getattr(obj, "__func__", getattr(obj, "func", obj)))
     if inspect.ismodule(obj) or inspect.isclass(obj):
         members = [m for _, m in inspect.getmembers(obj) if inspect.isfunction(m) or inspect.ismethod(m)]
@@ -165,8 +167,14 @@ def _codes(obj) -> set:
     return found
 
 
-def _name(obj) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', obj))}"
+def _name(code) -> str:
+    """``module.function`` of a watched code object (``mi_course.patching.patch_residual_loop``)."""
+    path = os.path.abspath(code.co_filename)
+    if path.startswith(_PACKAGE_DIR + os.sep):
+        module = ".".join(["mi_course", *os.path.splitext(os.path.relpath(path, _PACKAGE_DIR))[0].split(os.sep)])
+    else:
+        module = inspect.getmodulename(path) or path
+    return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
 
 
 def supplied(reference):
@@ -186,7 +194,7 @@ class Watch:
     student's own code (not a course helper) used."""
 
     def __init__(self, references, tools):
-        self.references = {c: obj for obj in references for c in _codes(obj)}
+        self.references = set().union(*(_codes(obj) for obj in references)) if references else set()
         self.tools = {t: None for t in tools}
         self.called: list = []
         self.used: set[str] = set()
@@ -221,7 +229,7 @@ class Watch:
         code = frame.f_code
         if code in self.references:
             if not self._course_frames(frame.f_back)[0]:
-                self.called.append(self.references[code])
+                self.called.append(code)
             return
         for tool, folder in self._tool_dirs.items():
             if tool not in self.used and code.co_filename.startswith(folder) and not self._course_frames(frame.f_back)[1]:

@@ -114,3 +114,19 @@ def test_exercise_supplies_the_reference_when_the_check_fails(capsys):
         with exercise(namespace, answer=lambda: 42):
             assert namespace["answer"] == 42
     assert namespace["answer"] == 42 and "reference value of `answer`" in capsys.readouterr().out
+
+
+def test_own_work_names_the_function_that_ran_and_watches_properties():
+    import contextlib
+
+    from mi_course import models, tokens
+    from mi_course.checks import ExerciseError, own_work
+
+    with pytest.raises(ExerciseError, match=r"`mi_course\.tokens\.str_tokens`"):
+        with own_work("cheat", tokens):
+            with contextlib.suppress(AttributeError):
+                tokens.str_tokens(None, "x")
+    with pytest.raises(ExerciseError, match=r"`mi_course\.models\.CourseModel\.hf`"):
+        with own_work("cheat", models.CourseModel.hf):          # a property
+            with contextlib.suppress(Exception):
+                models.CourseModel.hf.fget(object())
