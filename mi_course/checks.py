@@ -262,7 +262,7 @@ def own_work(answer: str, *references, uses: tuple[str, ...] | str = ()):
     if watch.called:
         names = ", ".join(sorted({f"`{_name(r)}`" for r in watch.called}))
         fail(f"`{answer}` calls the course's own reference ({names}): this exercise asks you to write it "
-             "yourself, so it earns no points that way. Use the library directly, as the worked example does.")
+             "yourself, so it earns no points that way (the course's helpers are there for later cells and lessons).")
     for tool in tools:
         if tool not in watch.used:
             fail(f"`{answer}` ran without {TOOLS[tool]}: this exercise is about using {tool}, so the answer "
