@@ -85,3 +85,25 @@ def test_exact_match_and_accuracy(model):
     wrong = [ArithmeticPrompt(161, 395, ((122, 125),))]  # the model answers 346
     assert prompts.exact_match(model, right + wrong) == [True, True, False]
     assert prompts.accuracy_by_category(model, {"right": right, "wrong": wrong}) == {"right": 1.0, "wrong": 0.0}
+
+
+def test_interchange_hypotheses_for_either_operand():
+    base = ArithmeticPrompt(3, 4, shots=((7, 2),))
+    assert prompts.interchange_hypotheses(base, ArithmeticPrompt(5, 4, shots=((7, 2),))) == {"ignored": 7, "operand": 9, "copied": 5}
+    assert prompts.interchange_hypotheses(base, ArithmeticPrompt(3, 5, shots=((7, 2),))) == {"ignored": 7, "operand": 8, "copied": 5}
+    assert list(prompts.interchange_hypotheses(ArithmeticPrompt(8, 3, op="-"), ArithmeticPrompt(6, 3, op="-")).items()) == [
+        ("ignored", 5), ("operand", 3), ("copied", 6)]
+
+
+def test_interchange_rows_is_one_pyvene_patch_per_row(model):
+    from mi_course.patching import pyvene_patch
+
+    base, source = ArithmeticPrompt(3, 4, ((7, 2),)).text + " ", ArithmeticPrompt(5, 4, ((7, 2),)).text + " "
+    last = encode(model, base).shape[1] - 1
+    rows = [(base, source, 9), (base, source, last), (source, base, last)]
+    got = prompts.interchange_rows(model, rows, 20)
+    digits = prompts.digit_token_ids(model)
+    for row, (b, s, p) in zip(got, rows):
+        want = pyvene_patch(model, encode(model, s), encode(model, b), 20, "block_output", p)[0, -1, digits].softmax(-1)
+        assert torch.allclose(row, want, atol=1e-4)
+    assert int(got[1].argmax()) == 9 and int(got[2].argmax()) == 7   # at the last position from layer 20 on

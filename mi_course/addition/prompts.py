@@ -1,5 +1,7 @@
 """Few-shot arithmetic prompts for a pretrained LLM (lesson 6): generation by category,
-reading the answer, digit-level targets and accuracy by category.
+reading the answer, digit-level targets and accuracy by category, and the interchange
+interventions of part 3 (the hypotheses a one-operand interchange tests, and a batched
+pyvene interchange read as digit probabilities).
 
 A prompt is ``"122 + 125 = 247; 161 + 224 ="``: ``n_shots`` solved examples, then the
 question. For SmolLM2 (and Llama-3 tokenizers) every digit is its own token and a space
@@ -156,3 +158,30 @@ def digit_targets(model, text: str, answer: int) -> tuple[torch.Tensor, list[int
     ids = encode(model, f"{text} {answer}")
     digits = ids[0, prompt_len + 1 :].tolist()
     return ids, digits, list(range(prompt_len, prompt_len + len(digits)))
+
+
+def interchange_hypotheses(base: ArithmeticPrompt, source: ArithmeticPrompt) -> dict[str, int]:
+    """The answer each hypothesis predicts when an activation of ``source`` (which differs from
+    ``base`` in one operand) is patched into ``base``: ``"ignored"`` (the base's answer),
+    ``"operand"`` (computed with the source's operand) and ``"copied"`` (the source's operand
+    itself), in that order."""
+    if source.a != base.a:
+        operand, computed = source.a, OPERATIONS[base.op](source.a, base.b)
+    else:
+        operand, computed = source.b, OPERATIONS[base.op](base.a, source.b)
+    return {"ignored": base.answer, "operand": computed, "copied": operand}
+
+
+def interchange_rows(model, rows, layer: int, component: str = "block_output") -> torch.Tensor:
+    """Digit probabilities ``[len(rows), 10]`` at the last position after a pyvene interchange at
+    ``layer``: row ``i`` runs ``rows[i] = (base_text, source_text, position)`` with ``component``'s
+    output at ``position`` taken from the source run (one batched call; texts of equal length)."""
+    import pyvene
+
+    config = pyvene.IntervenableConfig(representations=[pyvene.RepresentationConfig(layer, component, "pos", 1)],
+                                       intervention_types=pyvene.VanillaIntervention)
+    bases = encode(model, [b for b, _, _ in rows])
+    sources = encode(model, [s for _, s, _ in rows])
+    where = [[p] for _, _, p in rows]
+    _, out = model.intervenable(config)({"input_ids": bases}, [{"input_ids": sources}], {"sources->base": ([where], [where])})
+    return out.logits[:, -1, digit_token_ids(model)].softmax(-1).detach()
