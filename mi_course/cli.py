@@ -169,6 +169,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.report import write_report
+
+    text, page = write_report(_work(args), lesson_name(args.lesson), Path(args.html) if args.html else None)
+    print(text)
+    if page:
+        print(f"\nwrote {page}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mi-course", description="Mechanistic interpretability course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
     p.add_argument("--to", required=True, metavar="CSV")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="what a graded class got wrong: per exercise full/partial/zero marks, "
+                       "mean and the most common failures; per student total and pending manual points")
+    p.add_argument("lesson")
+    p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write one self-contained HTML page with plots")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     try:

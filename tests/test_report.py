@@ -69,3 +69,12 @@ def test_text_and_html_escape_what_students_wrote(graded, tmp_path):
 def test_one_line():
     assert one_line("a\nb\tc\x1b") == "a\\nb\\tc\\x1b"
     assert len(one_line("x" * 500, 20)) == 20
+
+
+def test_cli_report(graded, tmp_path, capsys):
+    from mi_course.cli import main
+
+    assert main(["report", LESSON, "--work", str(graded), "--html", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "ex1_double_test" in out and "carol" in out and (tmp_path / "r.html").is_file()
+    assert main(["report", LESSON, "--work", str(tmp_path / "nothing")]) == 2
