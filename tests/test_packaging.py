@@ -55,3 +55,14 @@ def test_console_script_and_ci_run_the_readme_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./course.sh test" in readme and "./course.sh lab" in readme
     assert re.search(r"^\./course\.sh test$", ci, re.M), ".ci/run must run the README's test command"
+
+
+def test_every_shipped_checkpoint_is_package_data():
+    """A checkpoint the lessons load must be in a wheel (Colab installs one), not only in the checkout."""
+    import fnmatch
+
+    patterns = _pyproject()["tool"]["setuptools"]["package-data"]
+    for path in (ROOT / "mi_course").rglob("*.pt"):
+        package = ".".join(path.parent.relative_to(ROOT).parts)
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns.get(package, [])), (
+            f"{path.relative_to(ROOT)} is not package data: add it under [tool.setuptools.package-data] {package!r}")
