@@ -58,13 +58,24 @@ def install(key_hex):
     def is_student(filename):
         return _isinstance(filename, _str) and filename.startswith(cell_prefixes)
 
+    transparent = (os.sep + "inspect.py", os.sep + "traceback.py")
+
     def caller_is_student(depth):
+        """Student code made the call: directly, or through ``inspect``/``traceback`` (up to
+        ``depth`` frames). A library in between (nnsight reading its caller's frame) is not the
+        student; nor is CPython clearing a library's per-frame hook (nnsight's ``f_trace``, which
+        skips a traced ``with`` body) on the student's frame."""
         frame = _getframe(2)
         for _ in range(depth):
             if frame is None:
                 return False
-            if is_student(frame.f_code.co_filename):
-                return True
+            name = frame.f_code.co_filename
+            if is_student(name):
+                hook = frame.f_trace
+                hook_file = _getattr(_getattr(hook, "__code__", None), "co_filename", None)
+                return hook is None or is_student(hook_file)
+            if not (_isinstance(name, _str) and name.endswith(transparent)):
+                return False
             frame = frame.f_back
         return False
 
