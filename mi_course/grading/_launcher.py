@@ -273,8 +273,8 @@ def main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     settings = json.loads(argv[1]) if split > 1 else {}
     command = argv[split + 1:]
-    # Ends with the grader (the thread that started it): a second guard beside the lifeline.
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # No parent-death signal here: the lifeline ends this launcher, which first kills its kernel
+    # (and, unisolated, its process group); the kernel has one, tied to this launcher.
     if not settings.get("isolate"):
         if not command:
             return 0
@@ -296,6 +296,8 @@ def main(argv: list[str]) -> int:
         try:
             arrange_mounts(settings)
             drop_privileges()
+            # changing credentials cleared the parent-death signal: set it again
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         except OSError as err:
             os.write(write, f"mi-course sandbox: cannot arrange mounts: {err}".encode())
