@@ -21,3 +21,10 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Released notebooks carry no outputs; the instructor's solutions may.
 c.ClearOutput.enabled = True
+
+# Feedback never shows hidden tests, also when nbgrader (or the formgrader) makes it by hand.
+c.GenerateFeedback.preprocessors = [
+    "mi_course.grading.feedback.HideTests",
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
