@@ -130,3 +130,17 @@ def test_no_reference_implementation_in_a_visible_cell(lesson):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
                 found.append((cell.metadata.nbgrader["grade_id"], getattr(node, "name", "lambda"), node.lineno))
     assert not found, f"{lesson}: visible test cells define code a student could call as the answer: {found}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_traced_block_in_a_test_cell(lesson):
+    """The grader runs a test cell as code without a source file; nnsight cannot read a traced
+    ``with`` block from it (the exercise would score 0 for everyone): references come from course
+    functions or torch hooks."""
+    import re
+
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    traced = [cell.metadata.nbgrader["grade_id"] for cell in nb.cells
+              if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
+              and re.search(r"^\s*with\b[^\n]*\.(trace|session|generate|backward)\(", cell.source, re.M)]
+    assert not traced, f"{lesson}: test cells with a traced `with` block: {traced}"
