@@ -42,3 +42,14 @@ def isolated_environment(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="module", autouse=True)
+def grad_mode_restored():
+    """A module that turns gradients off (``torch.set_grad_enabled(False)`` in its model
+    fixture) leaves them as it found them for the next module (training tests need them)."""
+    import torch
+
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)
