@@ -53,3 +53,28 @@ def grad_mode_restored():
     enabled = torch.is_grad_enabled()
     yield
     torch.set_grad_enabled(enabled)
+
+
+CLEAN = "When John and Mary went to the store, John gave a drink to"
+CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The embedded model for a module's tests: one thread, no gradients (restored afterwards)."""
+    import torch
+
+    from mi_course import load_model
+
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def pair(model):
+    """Lesson 5's clean/corrupted prompts as ids, and the ids of ' Mary' (correct) and ' John'."""
+    from mi_course import patching as pt
+
+    clean_ids, corrupted_ids = pt.prompt_pair(model, CLEAN, CORRUPTED)
+    return clean_ids, corrupted_ids, *pt.answer_ids(model, " Mary", " John")

@@ -102,15 +102,6 @@ def test_weight_readings_agree_with_transformer_lens(toy):
     assert torch.equal(baseline, c.random_composition_scores(model, n=20, seed=1))
 
 
-@pytest.fixture(scope="module")
-def model():
-    from mi_course import load_model
-
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    return load_model()
-
-
 def test_ablation_on_the_embedded_model(model):
     half = 6
     ids = c.repeated_tokens(model.tokenizer.bos_token_id, batch=2, half=half, seed=0)

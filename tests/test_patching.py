@@ -3,25 +3,10 @@
 import pytest
 import torch
 
-from mi_course import load_model
 from mi_course import patching as pt
 from mi_course.tokens import encode, token_id
 
-CLEAN = "When John and Mary went to the store, John gave a drink to"
-CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    return load_model()
-
-
-@pytest.fixture(scope="module")
-def pair(model):
-    clean_ids, corrupted_ids = pt.prompt_pair(model, CLEAN, CORRUPTED)
-    return clean_ids, corrupted_ids, *pt.answer_ids(model, " Mary", " John")
+from conftest import CLEAN
 
 
 def test_prompt_pair_refuses_unequal_lengths(model):

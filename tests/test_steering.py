@@ -4,17 +4,9 @@ vector is exact (zero changes nothing), controls are seeded and of the same norm
 import pytest
 import torch
 
-from mi_course import load_model
 from mi_course import steering as st
 from mi_course.activations import residual_stream
 from mi_course.tokens import encode
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    return load_model()
 
 
 def test_function_vector_is_the_heads_o_proj_slices(model):
