@@ -180,6 +180,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_gradescope(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.gradescope import build_bundle
+
+    bundle = build_bundle(lesson_name(args.lesson), Path(args.to))
+    print(f"wrote {bundle}: upload it as the assignment's autograder (it holds the hidden tests: keep it "
+          "private). Autograder settings: at least 3 GB of memory and 2 CPUs, timeout 30 minutes.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mi-course", description="Mechanistic interpretability course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,10 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--html", default=None, metavar="FILE", help="also write one self-contained HTML page with plots")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("gradescope", help="build a lesson's Gradescope autograder (.zip): grades each submission "
+                       "with the hidden tests, one Gradescope test per graded cell")
+    p.add_argument("lesson")
+    p.add_argument("--to", required=True, metavar="DIR", help="a new folder for the bundle and its .zip")
+    p.set_defaults(func=cmd_gradescope)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"mi-course {args.command}: {''.join(c if c.isprintable() or c == chr(10) else ascii(c)[1:-1] for c in str(err))}",
               file=sys.stderr)
         return 2

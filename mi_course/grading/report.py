@@ -69,7 +69,7 @@ def one_line(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _read_notebook(path: Path) -> dict | None:
+def read_notebook(path: Path) -> dict | None:
     """The autograded notebook as JSON, never through a link and never too big; None if unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -83,7 +83,7 @@ def _read_notebook(path: Path) -> dict | None:
         return None
 
 
-def _failure_lines(notebook: dict | None) -> dict[str, str]:
+def failure_lines(notebook: dict | None) -> dict[str, str]:
     """``grade_id -> first line of the error`` of every test cell that raised."""
     found = {}
     for cell in (notebook or {}).get("cells", []) if isinstance(notebook, dict) else []:
@@ -123,7 +123,7 @@ def class_report(work: Path, lesson: str) -> ClassReport:
         if student not in graded or status.startswith("error"):
             students.append(StudentSummary(student, 0.0, 0.0, status))
             continue
-        failures = _failure_lines(_read_notebook(work / "autograded" / student / lesson / f"{lesson}.ipynb"))
+        failures = failure_lines(read_notebook(work / "autograded" / student / lesson / f"{lesson}.ipynb"))
         total = pending_points = 0.0
         for name, summary in exercises.items():
             score, pending = graded[student].get(name, (None, False))
