@@ -128,10 +128,13 @@ def plot_by_layer(curves: dict, title: str, yaxis: str = "cosine similarity"):
 
 def plot_attention(pattern: torch.Tensor, tokens: list[str], title: str = "attention pattern"):
     """A plotly heatmap of one head's pattern ``[q, k]``: rows are the attending (query)
-    tokens, columns the attended-to (key) tokens."""
+    tokens, columns the attended-to (key) tokens; whitespace in ``tokens`` is made visible
+    (:func:`mi_course.tokens.token_label`)."""
     import plotly.express as px
 
-    labels = [f"{i} {t!r}" for i, t in enumerate(tokens)]
+    from mi_course.tokens import token_label
+
+    labels = [f"{i} {token_label(t)}" for i, t in enumerate(tokens)]
     fig = px.imshow(pattern.detach().cpu().float(), x=labels, y=labels, zmin=0, zmax=1,
                     color_continuous_scale="Blues", labels={"x": "key (attended to)", "y": "query"})
     fig.update_layout(title=title, width=620, height=620)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
+from mi_course.tokens import token_label
+
 
 def final_norm(model) -> torch.nn.Module:
     """The model's final RMSNorm (``model.hf.model.norm`` for Llama-family models)."""
@@ -123,6 +125,35 @@ def component_outputs(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
             "final": saved["final"][0]}
 
 
+def attention_by_source(model, ids: torch.Tensor, layer: int, pos: int = -1) -> torch.Tensor:
+    """Layer ``layer``'s attention output at position ``pos`` of the first prompt, split by the key
+    position it reads from: ``[n_positions, d_model]``, summing to that output.
+
+    For each head the output at ``pos`` is ``sum_k pattern[pos, k] * v[k]`` and ``o_proj`` is linear
+    (no bias in Llama), so the term of each key position ``k`` is
+    ``o_proj(concat_heads(pattern[h, pos, k] * v_h[k]))``; with grouped-query attention head ``h``
+    reads key/value head ``h // (n_heads // n_kv_heads)``. Needs eager attention (the pattern).
+    """
+    attn = model.hf.model.layers[layer].self_attn
+    config = model.config
+    n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
+    d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    saved = {}
+    handles = [attn.v_proj.register_forward_hook(lambda m, i, o: saved.__setitem__("v", o)),
+               attn.register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))]
+    try:
+        model.hf(ids[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    pattern = saved["out"][1]
+    if pattern is None:
+        raise ValueError("The attention pattern is not materialised: run the model with eager attention.")
+    values = saved["v"][0].view(ids.shape[1], n_kv, d_head)[:, torch.arange(n_heads) // (n_heads // n_kv)]
+    weighted = pattern[0, :, pos, :].T[:, :, None] * values            # [k, head, d_head]
+    return attn.o_proj(weighted.reshape(ids.shape[1], n_heads * d_head))
+
+
 def logit_direction(model, answer: int, alternative: int) -> torch.Tensor:
     """Unembedding direction ``[d_model]`` of the logit difference ``answer - alternative``."""
     w_u = model.hf.lm_head.weight
@@ -153,12 +184,13 @@ def lens_grid(model, ids: torch.Tensor, positions=None) -> tuple[torch.Tensor, t
 
 
 def lens_heatmap(model, ids: torch.Tensor, positions=None, title: str = "Logit lens") -> go.Figure:
-    """Plotly heatmap (lens layer x position): colour = top token's probability, text = the token."""
+    """Plotly heatmap (lens layer x position): colour = top token's probability, text = the token
+    (whitespace made visible by :func:`mi_course.tokens.token_label`: a bare space reads ``␣``)."""
     positions = list(range(ids.shape[1])) if positions is None else list(positions)
     top, probs = lens_grid(model, ids, positions)
     tok = model.tokenizer
-    text = [[repr(tok.decode([int(t)]))[1:-1] for t in row] for row in top]
-    columns = [f"{p}: {tok.decode([int(ids[0, p])])!r}" for p in positions]
+    text = [[token_label(tok.decode([int(t)])) for t in row] for row in top]
+    columns = [f"{p}: {token_label(tok.decode([int(ids[0, p])]))}" for p in positions]
     fig = go.Figure(go.Heatmap(z=probs.numpy(), x=columns, y=list(range(top.shape[0])), text=text,
                                texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
                                colorbar={"title": "p(top)"}))

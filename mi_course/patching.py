@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from mi_course.activations import residual_stream
 from mi_course.lens import answer_rank  # noqa: F401  (lesson 5 reads ranks as pt.answer_rank)
-from mi_course.tokens import encode, str_tokens, token_id
+from mi_course.tokens import encode, str_tokens, token_id, token_label
 
 COMPONENTS = ("block_output", "mlp_output", "attention_output")
 
@@ -315,8 +315,9 @@ def _rows(runs, layer: int, part: str, batch: int) -> list[int]:
 
 
 def position_labels(model, ids: torch.Tensor, positions) -> list[str]:
-    """Unique axis labels ``"9: ' John'"`` for ``positions`` of ``ids`` (``[1, pos]``)."""
-    return [f"{p}: {model.tokenizer.decode([int(ids[0, p])])!r}" for p in positions]
+    """Unique axis labels ``"9: ␣John"`` for ``positions`` of ``ids`` (``[1, pos]``), whitespace made
+    visible by :func:`mi_course.tokens.token_label`."""
+    return [f"{p}: {token_label(model.tokenizer.decode([int(ids[0, p])]))}" for p in positions]
 
 
 def heatmap(values: torch.Tensor, x: list, y: list, title: str, zmid: float = 0.0, label: str = "value"):

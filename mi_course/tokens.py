@@ -30,6 +30,19 @@ def str_tokens(model, text: str) -> list[str]:
     return [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"]]
 
 
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "\\r"}
+
+
+def token_label(text: str) -> str:
+    """A decoded token as figures show it, whitespace made visible: ``" "`` -> ``"␣"``,
+    ``" Paris"`` -> ``"␣Paris"``, ``"\\n"`` -> ``"↵"``, a tab -> ``"⇥"``, other control
+    characters escaped, the empty string -> ``"∅"``. Every figure that labels tokens uses it,
+    so that a predicted bare space is never an empty cell."""
+    if text == "":
+        return "∅"
+    return "".join(_VISIBLE.get(c, c if c.isprintable() else ascii(c)[1:-1]) for c in text)
+
+
 def token_id(model, text: str) -> int:
     """The id of ``text`` if it is exactly one token (``" Paris"`` and ``"Paris"`` differ); else ValueError."""
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mi_course import lens, load_model
-from mi_course.tokens import encode, token_id
+from mi_course.tokens import encode, token_id, token_label
 
 PROMPT = "The capital of France is"
 
@@ -117,8 +117,28 @@ def test_direct_logit_attribution_sums_to_the_logit_difference(model, ids, forwa
     assert float(total) == pytest.approx(float(logits[answer] - logits[alternative]), abs=1e-3)
 
 
+def test_attention_by_source_sums_to_the_attention_output(model, ids):
+    parts = lens.component_outputs(model, ids)
+    for layer, pos in [(23, -1), (5, 2)]:
+        by_source = lens.attention_by_source(model, ids, layer, pos)
+        assert by_source.shape == (ids.shape[1], model.d_model)
+        assert torch.allclose(by_source.sum(0), parts["attn"][layer, 0, pos], atol=1e-4)
+        if pos >= 0:  # causal: nothing is read from later positions
+            assert float(by_source[pos + 1:].abs().max()) == 0.0
+
+
+def test_token_label_makes_whitespace_visible():
+    assert [token_label(t) for t in (" ", " Paris", "Paris", "\n", "\n\n", "\t", "", "a\x00")] == [
+        "␣", "␣Paris", "Paris", "↵", "↵↵", "⇥", "∅", "a\\x00"]
+
+
 def test_figures(model, ids):
     heat = lens.lens_heatmap(model, ids, positions=[3, 4])
     assert heat.data[0].z.shape == (model.n_layers + 1, 2)
+    assert list(heat.data[0].x) == ["3: ␣France", "4: ␣is"]
+    # A predicted bare space is a visible cell, not an empty one (the arithmetic prompt's last row).
+    arith = encode(model, "122 + 125 = 247; 161 + 224 =")
+    cells = lens.lens_heatmap(model, arith, positions=[arith.shape[1] - 1]).data[0].text
+    assert cells[-1][0] == "␣" and all(row[0].strip() for row in cells)
     bars = lens.contributions_figure(0.1, [1.0, 2.0], [3.0, -1.0])
     assert [trace.name for trace in bars.data] == ["attention", "MLP", "embeddings"]

@@ -79,3 +79,31 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch):
     models.prepare_embedded(install=False)
     assert models.embedded_is_prepared()
     assert (copy / "model.safetensors").stat().st_size == (source / "model.safetensors").stat().st_size
+
+
+def test_loading_progress_is_plain_text_never_a_widget():
+    """In a notebook, tqdm.auto draws a widget; saved and reopened, the setup cell then reads "Error
+    displaying widget: model not found". While loading, transformers' bars (and the GGUF loader's
+    own tqdm) are plain tqdm, shown only after a delay; everything is restored afterwards."""
+    import types
+
+    from tqdm import std
+    from transformers.utils import logging as hf_logging
+
+    gguf_loader = types.SimpleNamespace(tqdm="tqdm.auto's")
+    before = hf_logging.set_tqdm_hook(None)
+    hf_logging.set_tqdm_hook(before)
+    with models._plain_progress(gguf_loader):
+        bar = hf_logging.tqdm(range(3), desc="Loading weights")
+        assert type(bar) is std.tqdm and bar.delay > 0
+        bar.close()
+        assert gguf_loader.tqdm.func is std.tqdm
+    assert gguf_loader.tqdm == "tqdm.auto's" and hf_logging.set_tqdm_hook(before) is before
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with models._plain_progress():
+            assert isinstance(hf_logging.tqdm(range(3)), hf_logging.EmptyTqdm), "bars the user turned off stay off"
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

@@ -118,6 +118,6 @@ def test_answer_rank():
 
 def test_heatmap_and_labels(model, pair):
     labels = pt.position_labels(model, pair[0], [9, 13])
-    assert labels == ["9: ' John'", "13: ' to'"]
+    assert labels == ["9: ␣John", "13: ␣to"]
     fig = pt.heatmap(torch.zeros(3, 2), labels, [0, 1, 2], "t")
     assert fig.data[0].z.shape == (3, 2)
