@@ -117,7 +117,7 @@ def cmd_autograde(args) -> int:
 
 def cmd_collect(args) -> int:
     from mi_course.course import lesson_name
-    from mi_course.grading.collect import DEFAULT_PATTERN, collect
+    from mi_course.grading.collect import DEFAULT_PATTERN, LATEST_RULE, collect
 
     if (args.source is None) == (args.exchange is None):
         raise ValueError("give either SOURCE (LMS downloads) or --exchange ROOT, not both or neither")
@@ -132,16 +132,23 @@ def cmd_collect(args) -> int:
         print(f"{args.to} now holds the latest exchange submission of {len(students)} student(s): "
               f"{printable(', '.join(students))}")
         return 0
-    found = collect(lesson_name(args.lesson), Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
+    lesson = lesson_name(args.lesson)
+    found = collect(lesson, Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
     from mi_course.grading.autograde import printable
 
-    for student, files in found.students.items():
-        note = "" if len(files) == 1 else f"  ({len(files)} notebooks: autograde grades a folder with exactly one)"
-        print(f"{printable(student):<20} {printable(', '.join(Path(f).name for f in files))}{note}")
+    for student, kept in found.students.items():
+        print(f"{printable(student):<20} {printable(kept)}")
+        for older in found.superseded.get(student, []):
+            print(f"{'':<20} superseded: {printable(older)}")
     for name in found.unmatched:
         print(f"NOT MATCHED: {printable(name)}")
-    print(f"{len(found.students)} student(s) collected into {args.to}; {len(found.unmatched)} file(s) not matched.")
-    return 1 if found.unmatched else 0
+    for line in found.refused:
+        print(f"REFUSED: {printable(line)}")
+    superseded = sum(map(len, found.superseded.values()))
+    print(f"{len(found.students)} student(s) collected into {printable(args.to)}/<student>/{lesson}.ipynb; "
+          f"{superseded} superseded" + (f" (kept the latest: {LATEST_RULE})" if superseded else "") +
+          f"; {len(found.unmatched)} file(s) not matched; {len(found.refused)} refused.")
+    return 1 if found.unmatched or found.refused else 0
 
 
 def cmd_feedback(args) -> int:
@@ -165,7 +172,17 @@ def cmd_export(args) -> int:
     from mi_course.course import lesson_name
     from mi_course.grading.export import export_csv
 
-    print(f"wrote {export_csv(_work(args), Path(args.to), [lesson_name(x) for x in args.lessons])}")
+    assignments = {}
+    for pair in args.canvas_assignment:
+        lesson, _, number = pair.partition("=")
+        if not number:
+            raise ValueError(f"--canvas-assignment takes LESSON=ID (e.g. 01=12345), got {pair!r}")
+        assignments[lesson_name(lesson)] = number
+    if assignments and args.format != "canvas":
+        raise ValueError("--canvas-assignment names Canvas's assignment columns: it needs --format canvas")
+    written = export_csv(_work(args), Path(args.to), [lesson_name(x) for x in args.lessons], fmt=args.format,
+                         submissions=[Path(p) for p in args.submissions], canvas_assignments=assignments)
+    print(f"wrote {written}")
     return 0
 
 
@@ -214,15 +231,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebook")
     p.set_defaults(func=cmd_validate)
 
+    from mi_course.grading.collect import LATEST_RULE
+
     p = sub.add_parser("collect", help="gather submissions into DIR/<student_id>/: from LMS downloads "
-                       "(a .zip or folder) or from an nbgrader exchange")
+                       "(a .zip or folder) or from an nbgrader exchange",
+                       description="From LMS downloads: one notebook per student, DIR/<student_id>/<lesson>.ipynb. "
+                       "A student with several notebooks gets the latest: " + LATEST_RULE + "; the others are "
+                       "listed as superseded. LMS user ids in the names go to DIR/lms-ids.json (for export). "
+                       "Exit 1 if a file matched no student or an id was refused.")
     p.add_argument("lesson")
     p.add_argument("source", nargs="?", help="a .zip, or a folder of notebooks and .zip archives")
     p.add_argument("--exchange", default=None, metavar="ROOT", help="collect from this nbgrader exchange instead")
-    p.add_argument("--to", required=True, metavar="DIR", help="write DIR/<student_id>/<file>.ipynb here (from "
-                   "the exchange: DIR/<student_id>/<lesson>/, nbgrader's layout, with its timestamp)")
-    p.add_argument("--pattern", default=None, help="regular expression on file names with (?P<student_id>...) "
-                   "and (?P<file_id>...) (default: '<student_id>_<anything>.ipynb')")
+    p.add_argument("--to", required=True, metavar="DIR", help="one folder per lesson: DIR/<student_id>/<lesson>.ipynb "
+                   "(collecting again replaces a student's notebook; from the exchange: DIR/<student_id>/<lesson>/, "
+                   "nbgrader's layout, with its timestamp)")
+    p.add_argument("--pattern", default=None, help="regular expression on file names (a zip's: the path inside it) "
+                   "with (?P<student_id>...) and (?P<file_id>...), optionally (?P<lms_id>...) and (?P<upload>\\d+) "
+                   "(default: '<student_id>_<anything>.ipynb' and Canvas's "
+                   "'<student_id>[_LATE]_<lms_id>_<upload>_<file>.ipynb')")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("autograde", help="grade each DIR/<student_id>/ (its <lesson>.ipynb, at the top or in "
@@ -255,11 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", default=None, metavar="DIR", help="copy DIR/<student>/<lesson>.html here (for an LMS)")
     p.set_defaults(func=cmd_feedback)
 
-    p = sub.add_parser("export", help="grades from the gradebook: one row per student and lesson, a column "
-                       "per graded cell (written answers once graded in the formgrader)")
+    p = sub.add_parser("export", help="grades from the gradebook: plain (a row per student and lesson, a column "
+                       "per graded cell, a Points Possible row; empty where not graded yet) or for Canvas's "
+                       "gradebook import")
     p.add_argument("lessons", nargs="*", help="lessons to export (default: all graded)")
     p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
     p.add_argument("--to", required=True, metavar="CSV")
+    p.add_argument("--format", choices=["plain", "canvas"], default="plain", help="plain (default), or canvas: "
+                   "Student, ID, SIS User ID, SIS Login ID, Section, a column per lesson (its total where nothing "
+                   "is left to grade), a Points Possible row")
+    p.add_argument("--submissions", action="append", default=[], metavar="DIR", help="a folder collect wrote "
+                   "(repeatable): its lms-ids.json gives the LMS user ids (column lms_id; Canvas: ID)")
+    p.add_argument("--canvas-assignment", action="append", default=[], metavar="LESSON=ID",
+                   help="with --format canvas: the lesson's column is '<lesson> (<ID>)', Canvas's assignment ID "
+                   "(repeatable; default: the assignment titled like the lesson, created if there is none)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="what a graded class got wrong: per exercise full/partial/zero marks, "

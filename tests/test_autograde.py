@@ -385,16 +385,24 @@ def test_batch_completes_with_one_row_per_student(graded):
     from mi_course.grading.export import safe_cell
 
     with open(graded["csv"], newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["student", "lesson", "ex1_double_test", "ex2_answer_test", "q3_written", "total",
-                             "status"]
+        points, *rows = list(csv.DictReader(f))
+    assert list(points) == ["student", "lms_id", "lesson", "ex1_double_test", "ex2_answer_test", "q3_written", "total",
+                            "pending_manual", "status"]
+    assert [points[k] for k in ("student", "ex1_double_test", "ex2_answer_test", "q3_written", "total")] == [
+        "Points Possible", "1.0", "2.0", "1.0", "4.0"]
     # ids as written to the CSV: one line each, never a formula
     ids = {safe_cell(student): student for student in EXPECTED}
     assert sorted(r["student"] for r in rows) == sorted(ids)
     for row in rows:
         result = graded["results"][ids[row["student"]]]
-        assert row["status"] == safe_cell(result.status)
-        assert [float(row["ex1_double_test"]), float(row["ex2_answer_test"])] == list(EXPECTED[result.student][0])
+        if result.status == "graded" and row["pending_manual"] == "1.0":
+            assert row["status"] == "needs manual grading"
+        else:
+            assert row["status"].startswith(safe_cell(result.status))
+        if result.status.startswith(("error", "held")):  # not graded (yet): blanks, not zeros
+            assert row["ex1_double_test"] == row["ex2_answer_test"] == row["total"] == "", row
+        else:
+            assert [float(row["ex1_double_test"]), float(row["ex2_answer_test"])] == list(EXPECTED[result.student][0])
         # The written answer: 0 when left as the stub, empty (to grade by hand) when answered.
         assert row["q3_written"] == {"solution": "", "released": "0.0"}.get(row["student"], row["q3_written"])
 
@@ -402,7 +410,7 @@ def test_batch_completes_with_one_row_per_student(graded):
 def test_csv_is_safe_in_a_spreadsheet(graded):
     """Item 6: no cell starts a formula, no record spans lines, escape characters are written out."""
     text = graded["csv"].read_text()
-    assert len(text.splitlines()) == len(EXPECTED) + 1
+    assert len(text.splitlines()) == len(EXPECTED) + 2  # the header, the points possible
     assert "\x1b" not in text and "'=HYPERLINK(" in text and "x\\nmallory 9.0 graded" in text
     for row in csv.reader(text.splitlines()):
         assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row), row
@@ -569,7 +577,8 @@ def test_resubmissions_replace_what_was_graded(course, tmp_path):
     with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
         ExerciseCsvExport(to=str(tmp_path / "by_nbgrader.csv")).export(gradebook)
     with open(tmp_path / "by_nbgrader.csv", newline="") as f:
-        assert [(r["student"], r["total"], r["status"]) for r in csv.DictReader(f)] == [("alice", "3.0", "graded")]
+        assert [(r["student"], r["total"], r["status"]) for r in csv.DictReader(f)] == [
+            ("Points Possible", "4.0", ""), ("alice", "3.0", "needs manual grading")]
     sent = feedback(LESSON, work, exchange=tmp_path / "exchange", to=tmp_path / "lms")
     assert sent == {"alice": f"copied to {tmp_path / 'lms' / 'alice'}/, NOT released: not submitted through "
                              "the exchange"}
