@@ -145,7 +145,7 @@ def cmd_collect(args) -> int:
     for line in found.refused:
         print(f"REFUSED: {printable(line)}")
     superseded = sum(map(len, found.superseded.values()))
-    print(f"{len(found.students)} student(s) collected into {printable(args.to)}/<student>/{lesson}.ipynb; "
+    print(f"{len(found.students)} student(s) collected into {printable(Path(args.to))}/<student>/{lesson}.ipynb; "
           f"{superseded} superseded" + (f" (kept the latest: {LATEST_RULE})" if superseded else "") +
           f"; {len(found.unmatched)} file(s) not matched; {len(found.refused)} refused.")
     return 1 if found.unmatched or found.refused else 0
