@@ -22,9 +22,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Released notebooks carry no outputs; the instructor's solutions may.
 c.ClearOutput.enabled = True
 
-# Feedback never shows hidden tests, also when nbgrader (or the formgrader) makes it by hand.
+# Feedback, also when nbgrader (or the formgrader) makes it by hand: never the hidden tests; a
+# note at each cell the grader restored; plotly figures drawn offline; "awaiting manual grading"
+# instead of a score for answers no one graded yet (mi_course/grading/feedback.py).
 c.GenerateFeedback.preprocessors = [
     "mi_course.grading.feedback.HideTests",
     "nbgrader.preprocessors.GetGrades",
+    "mi_course.grading.feedback.GraderNotes",
+    "mi_course.grading.feedback.PlotlyFigures",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+c.GenerateFeedback.exporter_class = "mi_course.grading.feedback.FeedbackExporter"

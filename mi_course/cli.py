@@ -101,17 +101,48 @@ def cmd_autograde(args) -> int:
     from mi_course.grading.sandbox import Limits
 
     limits = Limits(cell_timeout=args.cell_timeout, wall=args.wall, cpu=args.cpu, memory=int(args.memory * 2**30))
-    results = autograde(lesson_name(args.lesson), Path(args.submissions), Path(args.csv) if args.csv else None,
-                        work_dir=_work(args),
+    lesson, work = lesson_name(args.lesson), _work(args)
+    results = autograde(lesson, Path(args.submissions), Path(args.csv) if args.csv else None, work_dir=work,
                         feedback_dir=Path(args.feedback) if args.feedback else None,
                         limits=limits, isolation=args.isolation, force=args.force, jobs=args.jobs)
     from mi_course.grading.autograde import printable
+    from mi_course.grading.summary import summary
 
     print(f"{'student':<20} {'autograded':>10}  status")
     for r in results:  # ids and statuses escaped: one line each, no terminal escapes
         print(f"{printable(r.student):<20} {r.total:10.1f}  {printable(r.status)}")
     if args.csv:
-        print(f"wrote {args.csv}")
+        print(f"wrote {args.csv} (and HTML feedback in {Path(args.feedback or Path(args.csv).parent / 'feedback')}/)")
+    print(f"\n{summary(results, work, lesson)}")
+    return 0
+
+
+def cmd_formgrader(args) -> int:
+    """JupyterLab in the checkout (as ``./course.sh lab``) with nbgrader's formgrader on the work folder."""
+    import os
+
+    from mi_course.course import course_root
+    from mi_course.grading.config import graded_work
+
+    work, root = graded_work(_work(args)), course_root()
+    if not (root / "nbgrader_config.py").is_file():
+        raise FileNotFoundError(f"no nbgrader_config.py in {root}: the formgrader needs the course's checkout")
+    bindir = str(Path(sys.executable).parent)  # this installation's jupyter, and its alembic for nbgrader
+    env = dict(os.environ, MI_COURSE_WORK=str(work), PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    command = [os.path.join(bindir, "jupyter"), "lab", "lessons/", *(["--allow-root"] if os.geteuid() == 0 else []),
+               *([f"--port={args.port}"] if args.port else []), *(["--no-browser"] if args.no_browser else [])]
+    print(f"formgrader on {work}: menu Nbgrader -> Formgrader -> Manual Grading", flush=True)
+    os.chdir(root)
+    os.execve(command[0], command, env)
+
+
+def cmd_grade_written(args) -> int:
+    from mi_course.course import lesson_name
+    from mi_course.grading.written import grade_written
+
+    marks = grade_written(lesson_name(args.lesson), _work(args), Path(args.marks))
+    print(f"stored {len(marks)} mark(s) for {len({m.student for m in marks})} student(s); "
+          "`mi-course feedback` shows them to the students")
     return 0
 
 
@@ -153,7 +184,7 @@ def cmd_collect(args) -> int:
 
 def cmd_feedback(args) -> int:
     from mi_course.course import lesson_name
-    from mi_course.grading.exchange import NOT_RELEASED, feedback
+    from mi_course.grading.exchange import NOT_RELEASED, SKIPPED, feedback
 
     if not (args.exchange or args.to):
         raise ValueError("say where feedback goes: --exchange ROOT (students fetch it) and/or --to DIR")
@@ -164,7 +195,10 @@ def cmd_feedback(args) -> int:
     for student, where in done.items():
         print(f"{printable(student):<20} {printable(where)}")
     missed = sum(where.endswith(NOT_RELEASED) for where in done.values())
-    print(f"feedback for {len(done)} student(s)" + (f"; {missed} could not be released to the exchange" if missed else ""))
+    skipped = sum(where.startswith(SKIPPED) for where in done.values())
+    print(f"feedback for {len(done) - skipped} student(s)" +
+          (f"; {skipped} skipped (in error: no feedback, tell them yourself)" if skipped else "") +
+          (f"; {missed} could not be released to the exchange" if missed else ""))
     return 1 if missed else 0
 
 
@@ -259,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feedback", default=None, help="HTML feedback folder (default: feedback/ next to --csv)")
     p.add_argument("--work", default=None, help="nbgrader's gradebook, copies and results (default: the "
                    "checkout's .nbgrader/, where the formgrader of a JupyterLab started in the checkout "
-                   "finds them); a re-run resumes and reuses unchanged rows")
+                   "finds them; for another folder: MI_COURSE_WORK=DIR ./course.sh lab); a re-run resumes "
+                   "and reuses unchanged rows, keeping written answers already marked")
     p.add_argument("--force", action="store_true", help="regrade every submission (default: reuse unchanged "
                    "results)")
     p.add_argument("--isolation", choices=["auto", "required", "off"], default="auto",
@@ -273,7 +308,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="submissions graded at once (default 1; up to the number of cores, memory permitting)")
     p.set_defaults(func=cmd_autograde)
 
-    p = sub.add_parser("feedback", help="HTML feedback of a graded lesson, to the exchange and/or a folder")
+    p = sub.add_parser("formgrader", help="JupyterLab with nbgrader's formgrader on a --work folder: mark written "
+                       "answers and held submissions by hand (MI_COURSE_WORK=DIR ./course.sh lab does the same)")
+    p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
+    p.add_argument("--port", type=int, default=None, help="the server's port (default: Jupyter's, 8888 or next free)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_formgrader)
+
+    p = sub.add_parser("grade-written", help="marks for written answers from a CSV (student,cell,score[,comment]) "
+                       "into the gradebook: all rows or none")
+    p.add_argument("lesson")
+    p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
+    p.add_argument("--from", dest="marks", required=True, metavar="CSV",
+                   help="header student,cell,score[,comment]; cell is the answer's grade_id, score 0..its points")
+    p.set_defaults(func=cmd_grade_written)
+
+    p = sub.add_parser("feedback", help="HTML feedback of a graded lesson, to the exchange and/or a folder; "
+                       "students in error are listed as skipped")
     p.add_argument("lesson")
     p.add_argument("--work", default=None, help="the --work folder autograde used (default: .nbgrader/)")
     p.add_argument("--exchange", default=None, metavar="ROOT", help="release it here (students: nbgrader "

@@ -86,10 +86,12 @@ def test_terminal_report_escapes_ids_and_statuses(monkeypatch, capsys):
     assert cli.main(["autograde", "01", "subs"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out
-    lines = out.splitlines()
+    table, summary = out.split("\n\n")
+    lines = table.splitlines()
     assert len(lines) == 1 + len(results)
     assert lines[1].startswith("x\\nmallory 9.0 graded ") and lines[2].startswith("\\x1b[2Jred ")
-    assert not any(line.startswith("mallory") for line in lines)
+    assert not any(line.startswith("mallory") for line in out.splitlines())
+    assert "  student id refused: 1 (x\\nmallory 9.0 graded)" in summary.splitlines()
 
 
 def test_student_ids_that_are_patterns_or_paths_are_refused():

@@ -1,5 +1,6 @@
 """On a fresh copy of the repository, `./course.sh lab` serves a formgrader that lists the lessons."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +33,31 @@ def _get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+@contextlib.contextmanager
+def serving(command: list[str], cwd: Path, env: dict, token: str):
+    """``command`` (a JupyterLab server; ``{port}`` in it becomes a free port) running for the block;
+    yields its base URL once it answers."""
+    port = _free_port()
+    server = subprocess.Popen([arg.replace("{port}", str(port)) for arg in command], cwd=cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            try:
+                if _get(f"{base}/api/status?token={token}")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "JupyterLab did not answer"
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
 def test_formgrader_lists_the_lessons_on_a_fresh_checkout(tmp_path):
     checkout = tmp_path / "course"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
@@ -45,30 +71,14 @@ def test_formgrader_lists_the_lessons_on_a_fresh_checkout(tmp_path):
     if (venv / ".mi-course-installed").read_text().strip() != wanted:
         # course.sh would reinstall the shared venv from this temporary copy
         pytest.fail(f"{venv} is not set up for this pyproject.toml/course.sh: run ./course.sh setup first")
-    port, token = _free_port(), "formgrader-test"
+    token = "formgrader-test"
     env = dict(os.environ, MI_COURSE_VENV=str(venv),
                PATH="/usr/bin:/bin")  # as a user's shell: the venv's bin/ is not on PATH
-    server = subprocess.Popen(
-        ["bash", "course.sh", "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}",
-         "--ServerApp.open_browser=False"],
-        cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            try:
-                if _get(f"{base}/api/status?token={token}")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "JupyterLab did not answer"
-            time.sleep(1)
+    command = ["bash", "course.sh", "lab", "--no-browser", "--port={port}", f"--IdentityProvider.token={token}",
+               "--ServerApp.open_browser=False"]
+    with serving(command, checkout, env, token) as base:
         status, body = _get(f"{base}/formgrader/api/assignments?token={token}")
         assert status == 200, body[-2000:]
         listed = {a["name"] for a in json.loads(body)}
         assert set(lesson_names(ROOT)) <= listed, listed
         assert (checkout / ".nbgrader" / "gradebook.db").is_file()
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

@@ -59,6 +59,8 @@ class StudentResult:
     status: str
     scores: dict[str, float] = field(default_factory=dict)
     feedback: str | None = None
+    # Taken from the work folder (the submission is unchanged since it was graded); not stored.
+    reused: bool = field(default=False, compare=False)
 
     @property
     def total(self) -> float:
@@ -504,7 +506,8 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
                 continue
             parts = _find_notebook(submissions, student, lesson)
             if parts is None:
-                results[student] = StudentResult(student, f"error: no single notebook found in {student}/", zero)
+                results[student] = StudentResult(student, "error: no single notebook found in the student's "
+                                                 "folder", zero)
                 continue
             try:
                 data = read_plain(submissions, parts, limits.notebook)
@@ -518,13 +521,17 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
             cache = _cache(work, lesson, student)
             saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
             if saved.pop("digest", None) == digests[student]:
-                results[student] = StudentResult(**saved)
+                results[student] = StudentResult(**saved, reused=True)
             else:
                 todo.append((student, parts))
         for student, result in results.items():  # export reports them too; no earlier grade stays
             if student not in digests and not refused_id(student):
                 _forget(config.CourseDirectory, lesson, student)
             _save(work, lesson, result, digests.get(student, ""))
+        reused = sum(r.reused for r in results.values())
+        if reused:
+            print(f"reusing {reused} graded submission(s) from {work} (unchanged since graded; --force regrades "
+                  "them)", file=sys.stderr)
         with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
                   unit="student") as bar:
             for student, result in _graded(batch, todo, jobs):
@@ -540,9 +547,20 @@ def _cache(work: Path, lesson: str, student: str) -> Path:
     return work / "results" / lesson / f"{student}.json"
 
 
+def stored_results(work: Path, lesson: str) -> list[StudentResult]:
+    """The results of ``lesson`` stored in the work folder ``work``, by student."""
+    found = []
+    for path in sorted((Path(work) / "results" / lesson).glob("*.json")):
+        saved = json.loads(path.read_text())
+        saved.pop("digest", None)
+        found.append(StudentResult(**saved))
+    return found
+
+
 def _save(work: Path, lesson: str, result: StudentResult, digest: str) -> None:
     """Store one result atomically (a crash never leaves half a file): the batch resumes from these."""
     cache = _cache(work, lesson, result.student)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.with_suffix(".tmp").write_text(json.dumps({**asdict(result), "digest": digest}))
+    saved = {k: v for k, v in asdict(result).items() if k != "reused"}
+    cache.with_suffix(".tmp").write_text(json.dumps({**saved, "digest": digest}))
     cache.with_suffix(".tmp").replace(cache)

@@ -41,13 +41,6 @@ def nbgrader_config(root: Path, work: Path | None = None, release: Path | None =
     course.autograded_directory = str(work / "autograded")
     course.feedback_directory = str(work / "feedback")
     course.db_url = f"sqlite:///{work / 'gradebook.db'}"
-    # Feedback shows each test's name, points and failure message, never the hidden tests' code.
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import GetGrades
-
-    from mi_course.grading.feedback import HideTests
-
-    config.GenerateFeedback.preprocessors = [HideTests, GetGrades, CSSHTMLHeaderPreprocessor]
     return config
 
 

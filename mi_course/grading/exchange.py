@@ -17,6 +17,8 @@ from mi_course.grading.config import graded_work, nbgrader_config
 
 # What ``feedback`` says of a student whose submission did not come through the exchange.
 NOT_RELEASED = "NOT released: not submitted through the exchange"
+# How ``feedback`` starts what it says of a student in error (no feedback to send).
+SKIPPED = "skipped: "
 
 
 def _api(exchange: Path, work: Path, force: bool = False, **folders):
@@ -59,7 +61,10 @@ def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | N
     folder): copied to ``to/<student>/<lesson>.html`` (to upload to an LMS) and/or released to
     ``exchange`` for ``nbgrader fetch_feedback``. Returns ``student -> where it went``; a
     submission that did not come through the exchange cannot be released there (nbgrader matches
-    feedback to the submission's timestamp and secret), and says so."""
+    feedback to the submission's timestamp and secret), and says so; a student whose last grading
+    ended in error has none: ``skipped: <the error>``."""
+    from mi_course.grading.autograde import stored_results
+
     work = graded_work(work)
     api, config = _api(exchange or work / "no-exchange", work)
     _check(api.generate_feedback(lesson), f"generate_feedback {lesson}")
@@ -77,4 +82,7 @@ def feedback(lesson: str, work: Path, exchange: Path | None = None, to: Path | N
             else:
                 where.append(NOT_RELEASED)
         done[student] = ", ".join(where)
+    for result in stored_results(work, lesson):
+        if result.status.startswith("error") and result.student not in done:
+            done[result.student] = SKIPPED + result.status
     return done

@@ -6,7 +6,8 @@ cell whose source, type or metadata changed is restored, a deleted one is
 re-inserted where it belongs, a deleted answer cell comes back as the released
 stub (so its tests score 0), duplicates and unknown graded cells lose their
 nbgrader metadata (they run as ordinary cells, never graded). Each repair is a
-note in the student's report.
+note in the student's report, and a sentence for the student in the repaired
+cell's metadata (``NOTE_KEY``) that the feedback shows at that cell.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ INTERNALS = {
     "changes how later cells run": r"\b(settrace|setprofile|addaudithook|input_transformers_\w+|ast_transformers|"
                                    r"set_custom_exc|meta_path|path_hooks)\b|\bevents\.register\b",
 }
+
+
+# Cell metadata: what the grader did to this cell, in a sentence for the student (feedback.GraderNotes
+# shows it). Set only by ``repair``, which drops any copy a submission carries.
+NOTE_KEY = "mi_course_grader_note"
 
 
 class Unreadable(ValueError):
@@ -128,6 +134,7 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         notes.append(f"{missing_ids} cell(s) without a cell id")
     for cell in submitted.cells:
         cell = copy.deepcopy(cell)
+        cell.get("metadata", {}).pop(NOTE_KEY, None)
         gid = _grade_id(cell)
         if gid is None and "nbgrader" in cell.get("metadata", {}):
             cell.metadata.pop("nbgrader")
@@ -138,6 +145,8 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         if ref is None or gid in seen:
             notes.append(f"{'duplicated' if ref is not None else 'unknown'} graded cell {gid} (not graded)")
             cell.metadata.pop("nbgrader")
+            what = "is a copy of a graded cell" if ref is not None else "has grading metadata the lesson does not have"
+            cell.metadata[NOTE_KEY] = f"This cell {what}: it ran as an ordinary cell and was not graded."
             cells.append(cell)
             continue
         seen.add(gid)
@@ -155,6 +164,12 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         repaired = _fresh(ref, keep)
         if cell.cell_type == ref.cell_type == "code" and keep is not None:
             repaired.outputs = []
+        if changes:
+            repaired.metadata[NOTE_KEY] = (
+                f"This test cell was changed in your submission ({', '.join(changes)}): the grader restored the "
+                "original and ran that." if is_test_cell(ref) else
+                f"This cell was changed in your submission ({', '.join(changes)}): the grader restored it as "
+                "released, keeping your answer.")
         cells.append(repaired)
     for gid in order:
         if gid in seen:
@@ -162,12 +177,17 @@ def repair(submitted: nbformat.NotebookNode, released: nbformat.NotebookNode, le
         ref = reference[gid]
         before = order[: order.index(gid)]
         at = max((i + 1 for i, c in enumerate(cells) if _grade_id(c) in before), default=0)
-        cells.insert(at, _fresh(ref))
+        restored = _fresh(ref)
+        cells.insert(at, restored)
         seen.add(gid)
         if is_test_cell(ref):
             notes.append(f"deleted test cell {gid} (re-inserted)")
+            restored.metadata[NOTE_KEY] = ("This test cell was missing from your submission: the grader put it "
+                                           "back and ran it.")
         else:
             notes.append(f"deleted graded cell {gid} (re-inserted as released: scores 0)")
+            restored.metadata[NOTE_KEY] = ("Your submission had no answer cell here: the grader put back the empty "
+                                           "cell as released, so this exercise scores 0.")
     ids = set()
     for cell in cells:
         if not cell.get("id") or cell.id in ids:
