@@ -81,7 +81,7 @@ def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
     """Every exercise's solution earns full marks and the released notebook zero; an exercise
     answered wrongly (raising, or returning a wrong value) or by calling the course's own
     reference earns zero and costs no other exercise: with the odd exercises wrong the even ones
-    earn full marks (the solution's), and the reverse."""
+    earn full marks (the solution's), and the reverse. The executed setup cell shows no widget."""
     exercises = autograded_cells(lesson)
     assert exercises, f"{lesson} has no autograded test cells"
     (tmp_path / "released").mkdir()
@@ -90,7 +90,8 @@ def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
     for student, plan in plans.items():
         (tmp_path / student).mkdir()
         nbformat.write(wrong_notebook(lesson, plan), tmp_path / student / f"{lesson}.ipynb")
-    results = {r.student: r for r in autograde(lesson, tmp_path, tmp_path / "grades.csv", jobs=2)}
+    work = tmp_path / ".work"  # a dot: not a student folder
+    results = {r.student: r for r in autograde(lesson, tmp_path, tmp_path / "grades.csv", work_dir=work, jobs=2)}
 
     expected = {"released": {k: 0.0 for k in exercises}}
     expected |= {student: {k: 0.0 if k in plan else points for k, points in exercises.items()}
@@ -105,6 +106,21 @@ def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
         if diff:
             wrong[student] = diff
     assert not wrong, f"{lesson}: exercises scored (got, expected, how answered) where they should not: {wrong}"
+    _assert_setup_cell_has_no_widget(work / "autograded" / "released" / lesson / f"{lesson}.ipynb")
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _assert_setup_cell_has_no_widget(executed):
+    """The setup cell, as a kernel ran it (here: the grader's, an ipykernel like Jupyter's), shows no
+    widget: a saved notebook keeps a widget's reference but not its state, so reopening it reads
+    "Error displaying widget: model not found" (transformers' tqdm bar from ``load_model`` did)."""
+    nb = nbformat.read(executed, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and HEADER_TAG not in c.metadata.get("tags", [])]
+    assert any(c.get("outputs") for c in code), f"{executed}: no outputs at all, so nothing was checked"
+    widgets = [o.data.get("text/plain", "")[:80] for o in code[0].outputs if WIDGET in o.get("data", {})]
+    assert not widgets, f"{executed.name}: the setup cell shows widgets, blank once the notebook is reopened: {widgets}"
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
@@ -144,3 +160,36 @@ def test_no_traced_block_in_a_test_cell(lesson):
               if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade")
               and re.search(r"^\s*with\b[^\n]*\.(trace|session|generate|backward)\(", cell.source, re.M)]
     assert not traced, f"{lesson}: test cells with a traced `with` block: {traced}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_written_question_is_stated_above_its_answer(lesson):
+    """A graded written (manual) cell holds the reference answer, which the release replaces with
+    "YOUR ANSWER HERE": its question, and what a full answer contains, live in the markdown cell
+    above it, under a heading that says it is written and graded by hand, with the length expected
+    ("in 3-6 sentences") and the question itself (a "?", a which/what/how ... list, or a task such
+    as "describe ...")."""
+    import re
+
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    missing = []
+    for i, cell in enumerate(nb.cells):
+        grading = cell.metadata.get("nbgrader", {})
+        if not (cell.cell_type == "markdown" and grading.get("grade") and grading.get("solution")):
+            continue
+        above = nb.cells[i - 1] if i else None
+        if above is None or above.cell_type != "markdown" or above.metadata.get("nbgrader", {}).get("solution"):
+            missing.append(f"{grading['grade_id']}: no markdown cell above it")
+            continue
+        section = re.split(r"^#+ ", above.source, flags=re.M)[-1]    # from the last heading on
+        heading = section.split("\n", 1)[0].lower()
+        problems = [what for what, ok in [
+            ("a heading", re.search(r"^#+ ", above.source, re.M)),
+            ("'written' or 'question' in the heading", re.search(r"written|question|graded by hand", heading)),
+            ("the expected length ('in N sentences')", re.search(r"\bsentences\b", section)),
+            ("a question ('?', which/what/how/why ...) or a task (describe, explain ...)",
+             re.search(r"\?|\b(which|what|how|why|where|when|describe|explain|report|discuss)\b", section, re.I)),
+        ] if not ok]
+        if problems:
+            missing.append(f"{grading['grade_id']}: the markdown above lacks {', '.join(problems)}")
+    assert not missing, f"{lesson}: written questions not stated above their answer cells: {missing}"
