@@ -43,7 +43,7 @@ def read_marks(path: Path) -> tuple[list[Mark], list[str]]:
         header = [h.strip() for h in rows.fieldnames or []]
         if not set(COLUMNS[:3]) <= set(header) <= set(COLUMNS):
             return [], [f"{path}: the first line must name the columns student,cell,score[,comment]; it is "
-                        f"{printable(','.join(header))!r}"]
+                        f"'{printable(','.join(header))}'"]
         rows.fieldnames = header
         for line, row in enumerate(rows, start=2):
             student, cell = (row.get("student") or "").strip(), (row.get("cell") or "").strip()
@@ -52,7 +52,7 @@ def read_marks(path: Path) -> tuple[list[Mark], list[str]]:
             except ValueError:
                 score = math.nan
             if not math.isfinite(score):
-                problems.append(f"line {line}: score {printable(row.get('score'))!r} is not a number")
+                problems.append(f"line {line}: score '{printable(row.get('score'))}' is not a number")
             if (student, cell) in seen:
                 problems.append(f"line {line}: {printable(student)} {printable(cell)} is marked on line "
                                 f"{seen[student, cell]} already")
@@ -76,15 +76,15 @@ def grade_written(lesson: str, work: Path, path: Path) -> list[Mark]:
         except MissingEntry:
             raise ValueError(f"lesson {lesson} is not in the gradebook of {work}: grade it first") from None
         notebook = assignment.notebooks[0]
-        written = {c.name: float(c.max_score) for c in notebook.grade_cells
-                   if c.name in {s.name for s in notebook.solution_cells}}
+        answers = {c.name for c in notebook.solution_cells}
+        written = {c.name: float(c.max_score) for c in notebook.grade_cells if c.name in answers}
         submitted = {s.student.id for s in assignment.submissions}
         for mark in marks:
             where = f"line {mark.line}: "
             if mark.student not in submitted:
-                problems.append(f"{where}no graded submission of {lesson} for student {printable(mark.student)!r}")
+                problems.append(f"{where}no graded submission of {lesson} for student '{printable(mark.student)}'")
             if mark.cell not in written:
-                problems.append(f"{where}{printable(mark.cell)!r} is not a written answer of {lesson} "
+                problems.append(f"{where}'{printable(mark.cell)}' is not a written answer of {lesson} "
                                 f"(those are: {', '.join(sorted(written))})")
             elif math.isfinite(mark.score) and not 0 <= mark.score <= written[mark.cell]:
                 problems.append(f"{where}score {mark.score:g} for {mark.cell} is outside 0..{written[mark.cell]:g}")
