@@ -34,12 +34,12 @@ def graded(tmp_path_factory):
                 archive.writestr(name, text)
         subs, work = course / "subs", course / "work"
         assert not collect(LESSON, course / "canvas.zip", subs).refused
-        autograde(LESSON, subs, work_dir=work, jobs=2)
+        autograde(LESSON, subs, course / "autograde.csv", work_dir=work, jobs=2)
         with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
             grade = gradebook.find_grade("q3_written", LESSON, LESSON, "dave")
             grade.manual_score, grade.needs_manual_grade = 0.5, False
             gradebook.db.commit()
-        yield {"work": work, "subs": subs}
+        yield {"work": work, "subs": subs, "autograde_csv": course / "autograde.csv"}
 
 
 def _read(path):
@@ -62,6 +62,12 @@ def test_plain_csv_blanks_what_was_not_graded(graded, tmp_path):
     assert by_student["erin"][7].startswith("held for manual review")
     assert by_student["frank"][:2] == ["", LESSON]
     assert len(rows) == 2 + 6
+
+
+def test_autograde_csv_carries_the_lms_ids(graded):
+    rows = {r[0]: r[1] for r in _read(graded["autograde_csv"])[2:]}
+    assert rows == {"alice": "12345", "bob": "22222", "carol": "33333", "dave": "44444", "erin": "55555",
+                    "frank": ""}
 
 
 def test_canvas_csv_has_the_import_header_and_points_row(graded, tmp_path):

@@ -539,7 +539,7 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
                 results[student] = result
                 bar.update(1)
         if csv_path is not None:
-            export_csv(work, Path(csv_path), [lesson], [f.name for f in students])
+            export_csv(work, Path(csv_path), [lesson], [f.name for f in students], submissions=[submissions])
     return [results[f.name] for f in students]
 
 

@@ -115,8 +115,9 @@ class Sandbox:
     lifeline: bool = False  # stdin is the grader's pipe: the kernel ends when it closes
 
 
-# The settings of the kernel being started: the grader grades one submission at a time.
-current: Sandbox = Sandbox(isolate=False)
+# The settings of the kernel being started (the grader grades one submission at a time); None: no
+# isolation. Set by autograde; built there, since a Sandbox's defaults import the model library.
+current: Sandbox | None = None
 # Connection folders of the kernels started, removed once their notebook is done.
 _run_dirs: list[Path] = []
 # The grader's ends of the kernels' lifelines (closing one ends its kernel).
@@ -187,7 +188,7 @@ class SandboxKernelManager(AsyncKernelManager):
         self.work_dir = self.run_dir / "work"
         self.work_dir.mkdir()
         # A root grader's isolated kernel runs as nobody: it must reach its sockets and connection file.
-        self._nobody = current.isolate and os.geteuid() == 0
+        self._nobody = bool(current and current.isolate) and os.geteuid() == 0
         if self._nobody:
             for path in (self.run_dir, self.work_dir):
                 os.chown(path, NOBODY, NOBODY)
@@ -212,8 +213,9 @@ class SandboxKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        settings = Sandbox(**{**asdict(current), "cwd": str(self.work_dir), "lifeline": True,
-                              "writable": [*current.writable, str(self.run_dir)]})
+        box = current or Sandbox(isolate=False)
+        settings = Sandbox(**{**asdict(box), "cwd": str(self.work_dir), "lifeline": True,
+                              "writable": [*box.writable, str(self.run_dir)]})
         return [sys.executable, str(LAUNCHER), json.dumps(asdict(settings)), "--", *command]
 
 
