@@ -173,7 +173,7 @@ def train_toy(config: ToyConfig | None = None, progress: bool = True):
     ``[n]`` (on the tokens a copy predicts / the others), ``induction`` and ``previous``
     ``[n, n_layers, n_heads]`` (scores on :func:`toy_eval_tokens`), ``seconds`` (wall clock) and
     ``cpu_seconds`` (this process's CPU time)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
     config = config or ToyConfig()
     model = build_toy(config)

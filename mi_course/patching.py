@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import plotly.express as px
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
 from mi_course.activations import residual_stream
 from mi_course.lens import answer_rank  # noqa: F401  (lesson 5 reads ranks as pt.answer_rank)

@@ -25,7 +25,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
 # A few dozen cities the embedded model mostly places in the right country.
 CITIES: dict[str, list[str]] = {
