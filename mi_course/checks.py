@@ -30,6 +30,7 @@ def fail(message: str) -> None:
 
 def require(condition: bool, message: str) -> None:
     """Fail with ``message`` unless ``condition`` (a plain or numpy/torch boolean computed by the check) holds."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if not bool(condition):
         fail(message)
 
@@ -40,6 +41,7 @@ def _describe(value) -> str:
 
 def as_int(value, name: str = "answer") -> int:
     """A plain ``int`` (bools and non-integral floats are refused)."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         return int(value.item())
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
@@ -49,6 +51,7 @@ def as_int(value, name: str = "answer") -> int:
 
 def as_float(value, name: str = "answer") -> float:
     """A plain finite ``float`` from a number or a one-element tensor/array."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if isinstance(value, (torch.Tensor, np.ndarray)):
         if value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1:
             value = value.item()
@@ -64,6 +67,7 @@ def as_float(value, name: str = "answer") -> float:
 
 def as_str(value, name: str = "answer") -> str:
     """A plain ``str`` (a copy, so a ``str`` subclass cannot override comparisons)."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if not isinstance(value, str):
         fail(f"`{name}` should be a str, got {_describe(value)}: {value!r:.80}")
     return str.__str__(value)
@@ -71,6 +75,7 @@ def as_str(value, name: str = "answer") -> str:
 
 def as_list(value, name: str = "answer", item=None) -> list:
     """A plain ``list``, each item converted by ``item`` (e.g. ``as_int``) when given."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if isinstance(value, torch.Tensor):
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
@@ -81,6 +86,7 @@ def as_list(value, name: str = "answer", item=None) -> list:
 
 def as_tensor(value, name: str = "answer", shape: tuple | None = None, dtype=torch.float32) -> torch.Tensor:
     """A plain CPU ``torch.Tensor`` of ``dtype``, detached, optionally of an exact ``shape``."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.array(value))
     if not isinstance(value, torch.Tensor):
@@ -93,6 +99,7 @@ def as_tensor(value, name: str = "answer", shape: tuple | None = None, dtype=tor
 
 def assert_close(actual, expected, name: str = "answer", atol: float = 1e-4, rtol: float = 1e-4, hint: str = "") -> None:
     """Compare numbers or tensors as numbers; the message shows where and by how much they differ."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     if isinstance(expected, torch.Tensor):
         actual = as_tensor(actual, name, shape=tuple(expected.shape), dtype=expected.dtype)
         expected = expected.detach().cpu()
@@ -112,6 +119,7 @@ def assert_close(actual, expected, name: str = "answer", atol: float = 1e-4, rto
 
 def assert_probabilities(probs, name: str = "probs", dim: int = -1) -> torch.Tensor:
     """Check that ``probs`` is a probability distribution along ``dim``; return it as a plain tensor."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     probs = as_tensor(probs, name)
     if bool((probs < 0).any()) or bool((probs > 1).any()):
         fail(
@@ -246,6 +254,7 @@ def own_work(answer: str, *references, uses: tuple[str, ...] | str = ()):
     any name; with ``uses`` (e.g. ``"nnsight"``, ``"hooks"``, ``"pyvene"``, ``"bridge"``), fail
     unless the student's own code used that tool. Functions from ``supplied`` are exempt.
     """
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     tools = (uses,) if isinstance(uses, str) else tuple(uses)
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
@@ -274,6 +283,7 @@ def exercise(namespace: dict, **fallbacks):
     """A test cell's checks. If they fail, every ``name=make`` in ``fallbacks`` is set in
     ``namespace`` to ``make()`` (the course's reference value) so that later exercises are graded
     on their own, and the output says so. One mistake costs one exercise."""
+    __tracebackhide__ = True  # IPython: a failed check shows its message, not this frame
     try:
         yield
     except Exception:
