@@ -321,13 +321,17 @@ def position_labels(model, ids: torch.Tensor, positions) -> list[str]:
 
 
 def heatmap(values: torch.Tensor, x: list, y: list, title: str, zmid: float = 0.0, label: str = "value"):
-    """A plotly heatmap of ``[len(y), len(x)]`` values on a red-white-blue scale centred at ``zmid``."""
+    """A plotly heatmap of ``[len(y), len(x)]`` values: red-white-blue centred at ``zmid`` when they
+    lie on both sides of it, else one sequential scale (darker = further from ``zmid``)."""
+    grid = values.detach().cpu().float().numpy()
+    signed = bool((grid < zmid).any() and (grid > zmid).any())
+    scale = "RdBu" if signed else ("Blues" if (grid >= zmid).all() else "Reds_r")
     return px.imshow(
-        values.detach().cpu().float().numpy(),
+        grid,
         x=[str(v) for v in x],
         y=[str(v) for v in y],
-        color_continuous_scale="RdBu",
-        color_continuous_midpoint=zmid,
+        color_continuous_scale=scale,
+        color_continuous_midpoint=zmid if signed else None,
         aspect="auto",
         labels={"color": label},
         title=title,
