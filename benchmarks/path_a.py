@@ -66,14 +66,17 @@ def main() -> None:
     parser.add_argument("--lesson", default="01")
     parser.add_argument("--students", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--keep", default=None, metavar="DIR", help="run in DIR (new) and keep what the steps wrote")
     args = parser.parse_args()
     lesson = lesson_name(args.lesson)
     cli = [sys.executable, "-m", "mi_course.cli"]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="mi-course-path-a-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mi-course-path-a-") as scratch:
+        tmp = Path(args.keep).resolve() if args.keep else Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         os.chdir(tmp)  # the guide runs outside the checkout
-        archive = _download(lesson, args.students, Path(tmp))
-        marks = _marks(lesson, args.students, Path(tmp) / "marks.csv")
+        archive = _download(lesson, args.students, tmp)
+        marks = _marks(lesson, args.students, tmp / "marks.csv")
         steps = [
             ("collect", ["collect", lesson, str(archive), "--to", "submissions"]),
             (f"autograde --jobs {args.jobs} --csv", ["autograde", lesson, "submissions", "--work", "grading",
