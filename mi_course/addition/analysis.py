@@ -1,7 +1,10 @@
-"""Reverse-engineering the addition model: accuracy by question category, the attention
-"staircase" and the head roles it implies, head ablation and the paper's three head claims,
+"""Reverse-engineering the addition model: accuracy by question category (rates with their
+Wilson intervals), the attention "staircase" and the head roles it implies, attention by
+category and before the question is complete (the seed's "murk"), head ablation and the
+paper's three head claims, the seed's loss-delta metric for models with 2, 3 or 4 heads,
 activation patching between questions that differ in one digit, a logit lens of the single
-layer, and accuracy by how far away a digit's carry is decided.
+layer, each head's direct logit attribution, and accuracy by how far away a digit's carry is
+decided.
 
 All functions take the ``TransformerBridge`` from :mod:`mi_course.addition.model` and
 question tokens ``[batch, 18]`` from :mod:`mi_course.addition.data`.
@@ -9,10 +12,13 @@ question tokens ``[batch, 18]`` from :mod:`mi_course.addition.data`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from mi_course.addition import data
-from mi_course.addition.model import answer_logits
+from mi_course.addition.model import answer_logits, answer_losses
+from mi_course.steering import wilson
 
 Z_HOOK = "blocks.0.attn.hook_z"  # [batch, pos, head, d_head]
 PATTERN_HOOK = "blocks.0.attn.hook_pattern"  # [batch, head, query, key]
@@ -20,11 +26,14 @@ ROLE_NAMES = {0: "same column (base add)", 1: "one column right (carry)", 2: "tw
 
 
 @torch.no_grad()
-def predict(model, tokens: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
+def predict(model, tokens: torch.Tensor, fwd_hooks=(), chunk: int = 2000) -> torch.Tensor:
     """The model's answer digits ``[batch, 6]`` (argmax at positions 11..16). With the true
-    earlier digits as input this equals greedy generation whenever all six are right."""
-    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
-    return answer_logits(logits).argmax(-1)
+    earlier digits as input this equals greedy generation whenever all six are right. Without
+    hooks, large batches run ``chunk`` questions at a time (faster on a CPU; hooks may hold
+    per-question values, so with hooks the batch runs whole)."""
+    if fwd_hooks:
+        return answer_logits(model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))).argmax(-1)
+    return torch.cat([answer_logits(model(part)).argmax(-1) for part in tokens.split(chunk)])
 
 
 def exact_match(model, tokens: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
@@ -35,10 +44,10 @@ def exact_match(model, tokens: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
 def accuracy_by_category(model, tokens: torch.Tensor, fwd_hooks=()) -> dict[str, float]:
     """Exact-match accuracy per category (``data.CATEGORIES``, NaN where absent) and ``"all"``."""
     correct = exact_match(model, tokens, fwd_hooks).float()
-    cats = data.question_category(tokens)
+    index = data.category_index(tokens)
     result = {"all": correct.mean().item()}
-    for name in data.CATEGORIES:
-        mask = torch.tensor([c == name for c in cats])
+    for i, name in enumerate(data.CATEGORIES):
+        mask = index == i
         result[name] = correct[mask].mean().item() if mask.any() else float("nan")
     return result
 
@@ -119,13 +128,13 @@ def ablation_hook(head: int, replacement: torch.Tensor | None = None):
 
 
 def ablation_table(model, suite: dict[str, torch.Tensor], reference: torch.Tensor, mode: str = "mean") -> dict:
-    """Accuracy per category with each head ablated (``mode`` "mean" over ``reference`` tokens
-    or "zero"): ``{"none": {...}, 0: {...}, 1: {...}, 2: {...}}`` of ``suite_accuracy`` dicts."""
+    """Exact match per category with each head ablated (``mode`` "mean" over ``reference`` tokens
+    or "zero"): ``{"none": {...}, 0: {...}, 1: {...}, ...}`` of ``suite_rates`` dicts (``Rate``s)."""
     means = mean_z(model, reference) if mode == "mean" else None
-    table = {"none": suite_accuracy(model, suite)}
+    table = {"none": suite_rates(model, suite)}
     for head in range(model.cfg.n_heads):
         hook = ablation_hook(head, None if means is None else means[:, head])
-        table[head] = suite_accuracy(model, suite, [hook])
+        table[head] = suite_rates(model, suite, [hook])
     return table
 
 
@@ -141,12 +150,13 @@ CLAIMS = {
 def test_claims(table: dict, roles: dict[int, int], broken: float = 0.5, intact: float = 0.9) -> dict[int, dict]:
     """Judge each claim on an ``ablation_table``: it holds when ablating the head with that
     offset leaves the target category below ``broken`` accuracy and every spared category at
-    ``intact`` or more. Returns ``{offset: {"head", "target", "accuracy", "spared", "holds"}}``."""
+    ``intact`` or more (measured shares). Returns ``{offset: {"head", "target", "accuracy",
+    "spared", "holds"}}`` with the accuracies as ``Rate``s."""
     result = {}
     for offset, (target, spared) in CLAIMS.items():
         acc = table[roles[offset]]
         spared_acc = {name: acc[name] for name in spared}
-        holds = acc[target] < broken and all(v >= intact for v in spared_acc.values())
+        holds = acc[target].p < broken and all(r.p >= intact for r in spared_acc.values())
         result[offset] = {"head": roles[offset], "target": target, "accuracy": acc[target],
                           "spared": spared_acc, "holds": holds}
     return result
@@ -228,16 +238,183 @@ def logit_lens(model, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     return result
 
 
-def accuracy_by_carry_distance(model, tokens: torch.Tensor, max_distance: int = 6) -> torch.Tensor:
-    """Digit accuracy by ``data.carry_distance`` (columns 1..max_distance) and by the carry the
-    digit receives: ``[2, max_distance]`` (row 0: carry 0, row 1: carry 1), NaN where no digit."""
+def carry_distance_rates(model, tokens: torch.Tensor, max_distance: int = 6) -> list[list["Rate"]]:
+    """Digit accuracy by ``data.carry_distance`` (1..max_distance) and by the carry the digit
+    receives, as ``Rate``s: ``rates[carry][distance - 1]`` (carry 0 or 1; n = 0 where no digit)."""
     correct = predict(model, tokens) == data.answers(tokens)
     distance = data.carry_distance(tokens)
     carries = data.digit_carries(tokens)
-    out = torch.full((2, max_distance), float("nan"))
-    for carry in (0, 1):
-        for d in range(1, max_distance + 1):
-            mask = (distance == d) & (carries == bool(carry))
-            if mask.any():
-                out[carry, d - 1] = correct[mask].float().mean()
-    return out
+    return [[rate(correct[(distance == d) & (carries == bool(carry))]) for d in range(1, max_distance + 1)]
+            for carry in (0, 1)]
+
+
+def accuracy_by_carry_distance(model, tokens: torch.Tensor, max_distance: int = 6) -> torch.Tensor:
+    """Digit accuracy by ``data.carry_distance`` (columns 1..max_distance) and by the carry the
+    digit receives: ``[2, max_distance]`` (row 0: carry 0, row 1: carry 1), NaN where no digit."""
+    return torch.tensor([[r.p for r in row] for row in carry_distance_rates(model, tokens, max_distance)])
+
+
+# --- Rates with their uncertainty ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """A rate measured on a sample: ``k`` successes of ``n``, with its 95% Wilson interval."""
+
+    k: int
+    n: int
+
+    @property
+    def p(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    @property
+    def low(self) -> float:
+        return wilson(self.k, self.n)[0]
+
+    @property
+    def high(self) -> float:
+        return wilson(self.k, self.n)[1]
+
+    def __str__(self) -> str:
+        return f"{self.p:.1%} ({self.k}/{self.n}, 95% CI {self.low:.1%}-{self.high:.1%})"
+
+
+def rate(correct: torch.Tensor) -> Rate:
+    """A bool (or 0/1) tensor of outcomes ``[n]`` -> its ``Rate``."""
+    return Rate(int(correct.sum()), int(correct.numel()))
+
+
+def category_rates(model, tokens: torch.Tensor, fwd_hooks=()) -> dict[str, Rate]:
+    """Exact match on ``tokens`` ``[batch, 18]`` per category (``data.CATEGORIES``; n = 0 where
+    absent) and ``"all"``, as ``Rate``s."""
+    correct = exact_match(model, tokens, fwd_hooks)
+    index = data.category_index(tokens)
+    result = {"all": rate(correct)}
+    for i, name in enumerate(data.CATEGORIES):
+        result[name] = rate(correct[index == i])
+    return result
+
+
+def suite_rates(model, suite: dict[str, torch.Tensor], fwd_hooks=()) -> dict[str, Rate]:
+    """Exact match on each category's questions in ``suite``, as ``Rate``s."""
+    return {name: rate(exact_match(model, tokens, fwd_hooks)) for name, tokens in suite.items()}
+
+
+# --- Attention by category, and the "murk" before the question is complete -------------------
+
+
+def category_offsets(model, suite: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each head's mean attention by column offset (``offset_attention``, offsets -1..3) on each
+    category's questions: ``{category: [head, 5]}``."""
+    return {name: offset_attention(staircase(model, tokens)) for name, tokens in suite.items()}
+
+
+@torch.no_grad()
+def question_share(model, tokens: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """Share of each head's attention, from each answer-predicting position (11..16), that goes
+    to the question before ``=`` (keys 0..10): ``[head, 6]``, mean over ``tokens``; the rest goes
+    to ``=`` and the answer digits already written."""
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(tokens, names_filter=name)
+    return cache[name][:, :, data.PREDICT_POSITIONS, : data.EQUALS_POSITION].sum(-1).mean(0)
+
+
+@torch.no_grad()
+def murk_hooks(model, reference: torch.Tensor, positions) -> list:
+    """Hooks that mean-ablate everything the model computes at ``positions`` (the attention and MLP
+    outputs of every layer there, replaced by their means over ``reference`` ``[n, 18]``): what a
+    position adds to the residual before the question is complete. The token and position
+    embeddings stay."""
+    positions = list(positions)
+    names = [f"blocks.{l}.hook_{part}_out" for l in range(model.cfg.n_layers) for part in ("attn", "mlp")]
+    _, cache = model.run_with_cache(reference, names_filter=lambda n: n in names)
+    hooks = []
+    for name in names:
+        mean = cache[name][:, positions].mean(0)
+
+        def hook(act, hook, mean=mean):
+            act = act.clone()
+            act[:, positions] = mean
+            return act
+
+        hooks.append((name, hook))
+    return hooks
+
+
+# --- 2, 3 and 4 heads: staircase clarity and the seed's ablation metric ----------------------
+
+
+def staircase_clarity(table: torch.Tensor) -> torch.Tensor:
+    """How much of each head's attention sits on its single best column offset (the maximum of
+    ``offset_attention``, offsets -1..3), from a staircase ``[head, 6, 5]``: ``[head]``; a clean
+    stair is near 1, a head that spreads over two offsets is near 0.5."""
+    return offset_attention(table).max(-1).values
+
+
+def head_offsets(table: torch.Tensor) -> list[int]:
+    """Each head's best column offset (-1..3) from a staircase ``[head, 6, 5]``."""
+    return [int(i) - 1 for i in offset_attention(table).argmax(-1)]
+
+
+@torch.no_grad()
+def mean_answer_loss(model, tokens: torch.Tensor, fwd_hooks=()) -> float:
+    """The training loss: mean cross-entropy of the 6 answer digits over ``tokens`` ``[batch, 18]``."""
+    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
+    return answer_losses(logits, tokens).mean().item()
+
+
+def loss_deltas(model, tokens: torch.Tensor, heads=None) -> torch.Tensor:
+    """The seed's ablation metric: for each entry of ``heads`` (a head, or a tuple of heads ablated
+    together; default: each head alone), ``100 * (L - L_ablated) / L`` where ``L`` is the mean
+    answer-digit loss on ``tokens`` and the heads' ``hook_z`` is zeroed (the seed zeroed their
+    values, the same thing). Positive: the loss went *down*. Returns ``[len(heads)]``."""
+    heads = [(h,) for h in range(model.cfg.n_heads)] if heads is None else [h if isinstance(h, tuple) else (h,) for h in heads]
+    base = mean_answer_loss(model, tokens)
+    deltas = [100 * (base - mean_answer_loss(model, tokens, [ablation_hook(h) for h in group])) / base for group in heads]
+    return torch.tensor(deltas)
+
+
+# --- Direct logit attribution of each head --------------------------------------------------
+
+
+@torch.no_grad()
+def head_logit_attribution(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Each head's *direct* effect on each answer digit (1-layer model): its output at the
+    predicting position through the final LayerNorm (its scale frozen at this run's) and the
+    unembedding, as the correct digit's logit minus the mean logit of the 10 digits. ``[head, 6]``,
+    mean over ``tokens`` ``[batch, 18]``."""
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in (Z_HOOK, "ln_final.hook_scale"))
+    z = cache[Z_HOOK][:, data.PREDICT_POSITIONS]  # [batch, 6, head, d_head]
+    out = torch.einsum("bkhd,hdm->bkhm", z, model.blocks[0].attn.W_O)
+    out = out - out.mean(-1, keepdim=True)  # the LayerNorm's centring is linear
+    out = out / cache["ln_final.hook_scale"][:, data.PREDICT_POSITIONS, None]
+    digit_logits = (out * model.ln_final._original_component.weight) @ model.W_U[:, :10]  # [batch, 6, head, 10]
+    correct = digit_logits.gather(-1, data.answers(tokens)[:, :, None, None].expand(-1, -1, z.shape[2], 1))[..., 0]
+    return (correct - digit_logits.mean(-1)).mean(0).T
+
+
+def run_summary(model, suite: dict[str, torch.Tensor], reference: torch.Tensor, tokens: torch.Tensor) -> dict:
+    """What lesson 7 measures on one trained model, to compare runs of the recipe: ``rates``
+    (``{category: (k, n)}`` on ``suite``), ``offsets`` and ``clarity`` (per head, from the
+    staircase on ``tokens``), ``claims`` (``test_claims`` of the mean-ablation table over
+    ``reference``: per offset, the target's accuracy, the spared accuracies and the verdict;
+    ``None`` when the heads do not take the three offsets one each) and ``deltas`` (the seed's
+    ``loss_deltas`` on ``tokens``, each head alone, then each pair of heads)."""
+    table = staircase(model, tokens)
+    roles = head_roles(table)
+    heads = model.cfg.n_heads
+    pairs = [(a, b) for a in range(heads) for b in range(a + 1, heads)]
+    claims = None
+    if sorted(roles.values()) == list(range(3)) and heads == 3:
+        verdicts = test_claims(ablation_table(model, suite, reference, "mean"), roles)
+        claims = {o: {"accuracy": v["accuracy"].p, "spared": {k: r.p for k, r in v["spared"].items()}, "holds": v["holds"]}
+                  for o, v in verdicts.items()}
+    return {
+        "rates": {name: (r.k, r.n) for name, r in suite_rates(model, suite).items()},
+        "offsets": head_offsets(table),
+        "clarity": staircase_clarity(table).tolist(),
+        "claims": claims,
+        "deltas": loss_deltas(model, tokens).tolist(),
+        "pair_deltas": dict(zip(pairs, loss_deltas(model, tokens, pairs).tolist())),
+    }

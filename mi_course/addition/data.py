@@ -29,6 +29,7 @@ PLUS = 10
 EQUALS = 11
 D_VOCAB = 12
 N_CTX = 3 * N_DIGITS + 3  # 18
+EQUALS_POSITION = 2 * N_DIGITS + 1  # 11: the "=" (the question is complete from position 10 on)
 ANSWER_START = 2 * N_DIGITS + 2  # 12: position of the first answer token
 # logits at position p predict the token at p + 1: answer tokens 12..17 come from positions 11..16
 PREDICT_POSITIONS = list(range(ANSWER_START - 1, N_CTX - 1))
@@ -140,15 +141,16 @@ def cascade_depth(tokens: torch.Tensor) -> torch.Tensor:
     return best
 
 
+def category_index(tokens: torch.Tensor) -> torch.Tensor:
+    """Each question's category as an index into ``CATEGORIES``: ``[batch]`` ints."""
+    depth = cascade_depth(tokens)
+    any_uc1 = column_labels(tokens)["UC1"].any(-1).long()
+    return torch.where(depth >= 2, depth + 1, torch.where(depth == 1, 2, any_uc1))
+
+
 def question_category(tokens: torch.Tensor) -> list[str]:
     """Each question's category (one of ``CATEGORIES``) for tokens ``[batch, 18]``."""
-    labels = column_labels(tokens)
-    depth = cascade_depth(tokens)
-    any_uc1 = labels["UC1"].any(-1)
-    names = []
-    for d, uc1 in zip(depth.tolist(), any_uc1.tolist()):
-        names.append(f"cascade{d}" if d >= 2 else "US9" if d == 1 else "UC1" if uc1 else "BA")
-    return names
+    return [CATEGORIES[i] for i in category_index(tokens).tolist()]
 
 
 def carry_distance(tokens: torch.Tensor) -> torch.Tensor:
@@ -185,7 +187,7 @@ def category_tokens(category: str, n: int, seed: int = 0) -> torch.Tensor:
     found, count = [], 0
     while count < n:
         candidates = random_tokens(4096, generator, enrich)
-        keep = torch.tensor([c == category for c in question_category(candidates)])
+        keep = category_index(candidates) == CATEGORIES.index(category)
         found.append(candidates[keep])
         count += int(keep.sum())
     return torch.cat(found)[:n]
