@@ -3,8 +3,8 @@
 Trains the recipe of each shipped 1-layer model (3, 2 and 4 heads: ``model.VARIANTS``) with
 other seeds (``seed`` and ``data_seed`` = 1000 + seed), adds the first checkpoint the course
 shipped (seed 1, trained on an earlier machine: the same recipe and seed gave other weights
-there), and summarises every run with ``analysis.run_summary`` on the lesson's own question
-sets. Writes ``mi_course/addition/addition_replicates.pt`` (a few kB), which lesson 7 reads.
+there; how far its weights are from the shipped checkpoint's is recorded too), and summarises
+every run with ``analysis.run_summary`` on the lesson's own question sets. Writes ``mi_course/addition/addition_replicates.pt`` (a few kB), which lesson 7 reads.
 
     python benchmarks/addition_replicates.py              # train (1.5-3 min per run, one idle core)
     python benchmarks/addition_replicates.py --from DIR   # summarise runs already trained into DIR
@@ -59,6 +59,12 @@ def main() -> None:
     model, config, _ = addmodel.load_checkpoint(io.BytesIO(earlier))
     assert dataclasses.replace(config) == addmodel.VARIANTS["1layer"], config
     runs["1layer seed 1, earlier machine"] = analysis.run_summary(model, suite, reference, tokens)
+    shipped = addmodel.load_trained()[0].state_dict()
+    earlier_weights = model.state_dict()
+    differ = sum(int((earlier_weights[k] != w).sum()) for k, w in shipped.items())
+    runs["1layer seed 1, earlier machine"]["weights"] = {  # against the shipped checkpoint: same code and seed
+        "differ": differ, "total": sum(w.numel() for w in shipped.values()),
+        "largest difference": max(float((earlier_weights[k] - w).abs().max()) for k, w in shipped.items())}
     torch.save(runs, OUT)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
