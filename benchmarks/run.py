@@ -195,7 +195,15 @@ def patching_costs(model, repeat: int) -> None:
            f"{t['batched']:.2f} s / {t['cached']:.2f} s = {t['batched'] / t['cached']:.1f}x")
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its ended, waited-for descendants (the kernels)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def notebook_costs() -> None:
+    """Each solution notebook executed, then autograded as one submission (sandboxed kernel): wall
+    time, and CPU time, which a busy machine inflates far less than wall time."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -205,20 +213,24 @@ def notebook_costs() -> None:
     for lesson in lesson_names(ROOT):
         notebook = ROOT / "solutions" / lesson / f"{lesson}.ipynb"
         nb = nbformat.read(notebook, as_version=4)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         NotebookClient(nb, timeout=900, kernel_name="python3",
                        resources={"metadata": {"path": str(notebook.parent)}}).execute()
-        run = time.perf_counter() - start
+        run, run_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         total += run
         with tempfile.TemporaryDirectory() as submissions:
             (Path(submissions) / "student").mkdir()
             shutil.copy(notebook, Path(submissions) / "student" / notebook.name)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             autograde(lesson, Path(submissions))
-            graded = time.perf_counter() - start
-        record("notebooks", f"{lesson}: execute / autograde one submission",
+            graded, graded_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        record("notebooks", f"{lesson}: execute / autograde one submission (wall)",
                f"{run:.0f} s / {graded:.0f} s = {graded / run:.2f}x")
+        record("notebooks", f"{lesson}: execute / autograde one submission (CPU)",
+               f"{run_cpu:.0f} s / {graded_cpu:.0f} s = {graded_cpu / run_cpu:.2f}x")
+    load = os.getloadavg()[0]
     record("notebooks", "whole course (all solution notebooks, executed)", f"{total / 60:.1f} min")
+    record("notebooks", "load average (1 min) at the end of this section", f"{load:.1f}")
 
 
 def write_results(only: list[str] | None) -> None:
