@@ -1,10 +1,11 @@
 """Activations captured with nnsight: the residual stream after each decoder layer,
 attention patterns, and the plots that show them.
 
-With transformers 5 a Llama decoder layer returns a plain tensor
-``[batch, pos, d_model]`` (older code indexed ``output[0]``); an attention module
-still returns a tuple ``(attn_output, attn_weights)``, whose weights are ``None``
-unless the model runs eager attention.
+With transformers 5 a decoder layer returns a plain tensor ``[batch, pos, d_model]``
+(older code indexed ``output[0]``); an attention module still returns a tuple
+``(attn_output, attn_weights)``, whose weights are ``None`` unless the model runs eager
+attention. Module paths are Llama's on every model (``lm.model.layers[i].self_attn``):
+:data:`mi_course.architecture.RENAME` aliases GPT-2's and GPT-NeoX's names to them.
 
 Inside ``with model.nnsight.trace(prompt):`` modules must be read in forward order,
 and only ``.save()``d values (a list counts as one value) survive the block.
@@ -16,6 +17,7 @@ import contextlib
 
 import torch
 
+from mi_course import architecture
 
 def residual_stream(model, prompt, position: int | None = None) -> torch.Tensor:
     """The output of every decoder layer for one prompt, in one forward pass.
@@ -96,20 +98,27 @@ def previous_token_scores(patterns: torch.Tensor) -> torch.Tensor:
 def parameter_budget(hf_model) -> tuple[list[int], list[int], float]:
     """Parameters of each decoder layer's MLP and attention, and the MLP's share of all the
     model's parameters (a weight shared by two modules, like tied embeddings, counted once)."""
-    layers = hf_model.model.layers
-    mlp = [sum(p.numel() for p in layer.mlp.parameters()) for layer in layers]
-    attn = [sum(p.numel() for p in layer.self_attn.parameters()) for layer in layers]
+    layers = architecture.layers(hf_model)
+    mlp = [sum(p.numel() for p in architecture.get(layer, "mlp").parameters()) for layer in layers]
+    attn = [sum(p.numel() for p in architecture.attention(layer).parameters()) for layer in layers]
     return mlp, attn, sum(mlp) / sum(p.numel() for p in hf_model.parameters())
 
 
 def parameter_groups(hf_model) -> dict[str, int]:
-    """The model's parameters by kind: embedding (with the unembedding, when tied), attention,
-    MLP and norms; each shared weight counted once."""
-    groups = {"embedding (tied with unembedding)": 0, "attention": 0, "MLP": 0, "norms": 0}
-    for name, p in hf_model.named_parameters():
-        key = ("MLP" if ".mlp." in name else "attention" if ".self_attn." in name
-               else "norms" if "norm" in name else "embedding (tied with unembedding)")
-        groups[key] += p.numel()
+    """The model's parameters by kind: embedding (with the unembedding, and GPT-2's position
+    embedding), attention, MLP and norms; each shared weight counted once."""
+    tied = hf_model.get_output_embeddings().weight is hf_model.get_input_embeddings().weight
+    embedding = "embedding (tied with unembedding)" if tied else "embedding and unembedding"
+    kind = {}
+    for module in hf_model.modules():
+        for p in module.parameters(recurse=False):
+            kind[id(p)] = "norms" if "Norm" in type(module).__name__ else embedding
+    for layer in architecture.layers(hf_model):
+        for name, module in (("attention", architecture.attention(layer)), ("MLP", architecture.get(layer, "mlp"))):
+            kind.update((id(p), name) for p in module.parameters())
+    groups = {embedding: 0, "attention": 0, "MLP": 0, "norms": 0}
+    for p in hf_model.parameters():
+        groups[kind[id(p)]] += p.numel()
     return groups
 
 

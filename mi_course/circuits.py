@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mi_course import architecture
+
 CHECKPOINT = Path(__file__).with_name("induction_2layer.pt")
 
 
@@ -76,7 +78,7 @@ def attention_patterns(model, ids: torch.Tensor, ablate=()) -> torch.Tensor:
 def _zero_heads(model, head_sets, rows: int) -> list:
     """Forward pre-hooks on ``o_proj`` zeroing, in the ``rows`` batch rows of set ``r`` (rows
     ``r * rows ..``), the slice of each of its heads; returns the hook handles."""
-    d_head, layers = model.config.head_dim, model.hf.model.layers
+    d_head, layers = architecture.heads(model.config)[2], architecture.layers(model.hf)
 
     def ablate(layer):
         def hook(module, args):
@@ -89,7 +91,7 @@ def _zero_heads(model, head_sets, rows: int) -> list:
         return hook
 
     used = sorted({l for heads in head_sets for l, _ in heads})
-    return [layers[l].self_attn.o_proj.register_forward_pre_hook(ablate(l)) for l in used]
+    return [architecture.out_proj(layers[l]).register_forward_pre_hook(ablate(l)) for l in used]
 
 
 def ablated_losses(model, ids: torch.Tensor, head_sets, half: int, sets_per_batch: int = 8) -> torch.Tensor:

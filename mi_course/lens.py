@@ -1,10 +1,11 @@
 """Early decoding: the logit lens, the residual stream split into attention and MLP
-outputs, and direct logit attribution (Llama-family models with RMSNorm).
+outputs, and direct logit attribution (any architecture :mod:`mi_course.architecture` supports).
 
 Conventions used throughout:
 
 - "lens layer" ``l`` in ``0..n_layers`` is the residual stream *after* ``l`` decoder
-  layers: ``0`` is the token embeddings, ``n_layers`` the raw output of the last layer.
+  layers: ``0`` is the first layer's input (the token embeddings, plus GPT-2's position
+  embeddings), ``n_layers`` the raw output of the last layer.
 - the logit lens of a residual ``x`` is ``lm_head(norm(x))`` with the model's *final*
   norm, which is exactly how the model turns its last residual into logits.
 - transformers 5 off-by-one: ``output_hidden_states=True`` returns ``n_layers + 1``
@@ -18,12 +19,13 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
+from mi_course import architecture
 from mi_course.tokens import token_label
 
 
 def final_norm(model) -> torch.nn.Module:
-    """The model's final RMSNorm (``model.hf.model.norm`` for Llama-family models)."""
-    return model.hf.model.norm
+    """The model's final norm (``model.hf.model.norm`` for Llama-family models, ``transformer.ln_f`` for GPT-2)."""
+    return architecture.final_norm(model.hf)
 
 
 def lens_logits(model, resid: torch.Tensor) -> torch.Tensor:
@@ -43,14 +45,15 @@ def hidden_states_lens(model, hidden_states, pos: int = -1, batch: int = 0) -> t
 
 def residuals_hooks(model, ids: torch.Tensor) -> torch.Tensor:
     """Raw residual stream ``[n_layers + 1, batch, pos, d_model]`` with plain PyTorch forward hooks
-    (on the embedding and on every decoder layer's output)."""
-    inner = model.hf.model
+    (on the first decoder layer's input and on every decoder layer's output)."""
+    layers = architecture.layers(model.hf)
     saved = []
 
     def keep(module, inputs, output):
         saved.append(output[0] if isinstance(output, tuple) else output)
 
-    handles = [m.register_forward_hook(keep) for m in [inner.embed_tokens, *inner.layers]]
+    handles = [layers[0].register_forward_pre_hook(lambda module, args: saved.append(args[0]))]
+    handles += [m.register_forward_hook(keep) for m in layers]
     try:
         model.hf(ids)
     finally:
@@ -63,7 +66,7 @@ def residuals_nnsight(model, ids: torch.Tensor) -> torch.Tensor:
     """Raw residual stream ``[n_layers + 1, batch, pos, d_model]`` read with nnsight."""
     lm = model.nnsight
     with lm.trace(ids):
-        saved = [lm.model.embed_tokens.output] + [layer.output for layer in lm.model.layers]
+        saved = [lm.model.layers[0].input] + [layer.output for layer in lm.model.layers]
         saved = saved.save()
     return torch.stack(list(saved))
 
@@ -102,20 +105,21 @@ def first_top_layer(ranks) -> int | None:
 def component_outputs(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """What each component writes into the residual stream, by forward hooks.
 
-    Returns ``embed`` ``[batch, pos, d_model]``, ``attn`` and ``mlp``
+    Returns ``embed`` ``[batch, pos, d_model]`` (the first layer's input), ``attn`` and ``mlp``
     ``[n_layers, batch, pos, d_model]`` (each layer's ``self_attn`` output, before it is
     added to the residual, and its ``mlp`` output), and ``final`` (the raw last residual,
     ``embed + attn.sum(0) + mlp.sum(0)``).
     """
-    inner = model.hf.model
+    layers = architecture.layers(model.hf)
     saved = {"embed": [], "attn": [], "mlp": [], "final": []}
 
     def keep(key):
         return lambda module, inputs, output: saved[key].append(output[0] if isinstance(output, tuple) else output)
 
-    targets = [(inner.embed_tokens, "embed"), (inner.layers[-1], "final")]
-    targets += [(layer.self_attn, "attn") for layer in inner.layers] + [(layer.mlp, "mlp") for layer in inner.layers]
-    handles = [module.register_forward_hook(keep(key)) for module, key in targets]
+    targets = [(layers[-1], "final")] + [(architecture.attention(layer), "attn") for layer in layers]
+    targets += [(architecture.get(layer, "mlp"), "mlp") for layer in layers]
+    handles = [layers[0].register_forward_pre_hook(lambda module, args: saved["embed"].append(args[0]))]
+    handles += [module.register_forward_hook(keep(key)) for module, key in targets]
     try:
         model.hf(ids)
     finally:
@@ -127,31 +131,29 @@ def component_outputs(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def attention_by_source(model, ids: torch.Tensor, layer: int, pos: int = -1) -> torch.Tensor:
     """Layer ``layer``'s attention output at position ``pos`` of the first prompt, split by the key
-    position it reads from: ``[n_positions, d_model]``, summing to that output.
+    position it reads from: ``[n_positions, d_model]``, summing to that output minus the output
+    projection's bias (none in Llama).
 
-    For each head the output at ``pos`` is ``sum_k pattern[pos, k] * v[k]`` and ``o_proj`` is linear
-    (no bias in Llama), so the term of each key position ``k`` is
-    ``o_proj(concat_heads(pattern[h, pos, k] * v_h[k]))``; with grouped-query attention head ``h``
-    reads key/value head ``h // (n_heads // n_kv_heads)``. Needs eager attention (the pattern).
+    For each head the output at ``pos`` is ``sum_k pattern[pos, k] * v[k]`` and ``o_proj`` is linear,
+    so the term of each key position ``k`` is ``W_O concat_heads(pattern[h, pos, k] * v_h[k])``; with
+    grouped-query attention head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``. The values
+    are read from the key/value cache (every architecture keeps them there, after any bias). Needs
+    eager attention (the pattern).
     """
-    attn = model.hf.model.layers[layer].self_attn
-    config = model.config
-    n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
-    d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    block = architecture.layers(model.hf)[layer]
+    n_heads, n_kv, d_head = architecture.heads(model.config)
     saved = {}
-    handles = [attn.v_proj.register_forward_hook(lambda m, i, o: saved.__setitem__("v", o)),
-               attn.register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))]
+    handle = architecture.attention(block).register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))
     try:
-        model.hf(ids[:1])
+        cache = model.hf(ids[:1], use_cache=True).cache
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
     pattern = saved["out"][1]
     if pattern is None:
         raise ValueError("The attention pattern is not materialised: run the model with eager attention.")
-    values = saved["v"][0].view(ids.shape[1], n_kv, d_head)[:, torch.arange(n_heads) // (n_heads // n_kv)]
+    values = cache.layers[layer].values[0].transpose(0, 1)[:, torch.arange(n_heads) // (n_heads // n_kv)]  # [k, head, d_head]
     weighted = pattern[0, :, pos, :].T[:, :, None] * values            # [k, head, d_head]
-    return attn.o_proj(weighted.reshape(ids.shape[1], n_heads * d_head))
+    return weighted.reshape(ids.shape[1], n_heads * d_head) @ architecture.out_proj_weight(block).T
 
 
 def logit_direction(model, answer: int, alternative: int) -> torch.Tensor:
@@ -164,14 +166,14 @@ def direct_logit_attribution(model, parts: torch.Tensor, final: torch.Tensor, di
     """Each part's direct effect on the logit difference along ``direction`` ``[d_model]``.
 
     ``parts`` ``[..., d_model]`` are vectors added into the residual stream at one position and
-    ``final`` ``[d_model]`` is the raw last residual there. The final RMSNorm is linear once its
-    scale ``1 / rms(final)`` is frozen at the value of the actual forward, so the results sum
-    exactly to the model's logit difference. The approximation: a part's number is what it adds
-    *given* that scale; removing the part would also change the scale (and every later layer).
+    ``final`` ``[d_model]`` is the raw last residual there. The final norm is linear once its
+    scale (``1 / rms(final)``; LayerNorm: ``1 / std(final)``, after centring) is frozen at the value of
+    the actual forward (:func:`mi_course.architecture.frozen_norm`), so the results sum exactly to the
+    model's logit difference (minus the LayerNorm bias's share, ``norm.bias @ direction``, where the model
+    has one). The approximation: a part's number is what it adds *given* that scale; removing the part
+    would also change the scale (and every later layer).
     """
-    norm = final_norm(model)
-    scale = torch.rsqrt(final.pow(2).mean(-1) + norm.variance_epsilon)
-    return (parts * scale * norm.weight) @ direction
+    return architecture.frozen_norm(final_norm(model), final)(parts) @ direction
 
 
 def lens_grid(model, ids: torch.Tensor, positions=None) -> tuple[torch.Tensor, torch.Tensor]:

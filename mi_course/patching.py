@@ -16,6 +16,7 @@ import plotly.express as px
 import torch
 from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
+from mi_course import architecture
 from mi_course.activations import residual_stream
 from mi_course.lens import answer_rank  # noqa: F401  (lesson 5 reads ranks as pt.answer_rank)
 from mi_course.tokens import encode, str_tokens, token_id, token_label
@@ -142,12 +143,11 @@ def patch_residual_cached(model, clean_ids, corrupted_ids, correct_id, wrong_id,
     x = torch.where((q == p)[:, None], clean[L, q], corrupted[L, q])[None]  # [1, N, d_model]: after layer L, patched
     sees = torch.cat([torch.arange(T, device=q.device) < p[:, None], (cell[:, None] == cell) & (q[:, None] >= q)], 1)
     mask = torch.zeros(sees.shape, dtype=x.dtype, device=x.device).masked_fill(~sees, float("-inf"))  # [N, pos + N]
-    cos, sin = hf.model.rotary_emb(x, q[None])  # rotary embeddings of each token's own position: [1, N, d_head]
     for layer in range(int(L[0]) + 1, n):
         m = int((L < layer).sum())  # the first m tokens: cells patched below this layer
-        x[:, :m] = hf.model.layers[layer](x[:, :m], attention_mask=mask[None, None, :m, : T + m],
-                                          position_embeddings=(cos[:, :m], sin[:, :m]), cache=cache)
-    logits = hf.lm_head(hf.model.norm(x[:, q == T - 1]))  # each cell's last token: [1, cells, vocab]
+        # each token at its own position (rotary models; GPT-2's learned positions are already in x)
+        x[:, :m] = architecture.call_layer(hf, layer, x[:, :m], mask[None, None, :m, : T + m], q[None, :m], cache)
+    logits = hf.lm_head(architecture.final_norm(hf)(x[:, q == T - 1]))  # each cell's last token: [1, cells, vocab]
     rows, cols = torch.tensor([c[2:] for c in cells]).T
     result[rows, cols] = logit_diff(logits.transpose(0, 1), correct_id, wrong_id).cpu()
     return result
@@ -221,8 +221,7 @@ def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, po
 def head_dim(model) -> int:
     """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2;
     ``config.head_dim`` where the model sets it)."""
-    config = model.config
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return architecture.heads(model.config)[2]
 
 
 def mean_head_inputs(model, ids: torch.Tensor) -> torch.Tensor:
@@ -245,7 +244,7 @@ def ablate_heads(model, ids, heads, mean: torch.Tensor | None = None, batch_size
     positions are not touched, so they run once and every row reuses their keys and values:
     each row then costs one token of compute.
     """
-    d_head, layers = head_dim(model), model.hf.model.layers
+    d_head, layers = head_dim(model), architecture.layers(model.hf)
     heads = list(heads)
     out = []
     for start in range(0, len(heads), batch_size):
@@ -264,7 +263,7 @@ def ablate_heads(model, ids, heads, mean: torch.Tensor | None = None, batch_size
 
             return hook
 
-        hooks = [layers[l].self_attn.o_proj.register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]
+        hooks = [architecture.out_proj(layers[l]).register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]
         try:
             logits = model.hf(ids[:, -1:].expand(len(chunk), 1), cache=cache).logits
         finally:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from mi_course import architecture
+
 CHECKPOINT = Path(__file__).with_name("sae_layer12.pt")
 MASSIVE = 10  # activations with a norm over 10x the median are attention sinks, not text: not trained on
 
@@ -134,12 +136,12 @@ def residuals(hf_model, ids: torch.Tensor, layer: int, batch: int = 16) -> torch
         saved.append(output[0] if isinstance(output, tuple) else output)
         raise _Stop
 
-    handle = hf_model.model.layers[layer].register_forward_hook(grab)
+    handle = architecture.layers(hf_model)[layer].register_forward_hook(grab)
     try:
         with torch.no_grad():
             for start in range(0, len(ids), batch):
                 try:
-                    hf_model.model(ids[start:start + batch])
+                    architecture.backbone(hf_model)(ids[start:start + batch])
                 except _Stop:
                     pass
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from mi_course import architecture
 from mi_course.patching import head_dim
 
 AFTER_FIRST = slice(1, None)
@@ -25,11 +26,11 @@ def function_vector(model, mean_inputs: torch.Tensor, heads) -> torch.Tensor:
     """The sum over ``heads`` (``(layer, head)`` pairs) of each head's mean output mapped into the residual
     stream by its slice of ``o_proj``: ``mean_inputs`` ``[n_layers, d_model]`` (mean ``o_proj`` input at the
     last position, e.g. :func:`mi_course.attribution.head_inputs` averaged over prompts) -> ``[d_model]``."""
-    d = head_dim(model)
+    d, layers = head_dim(model), architecture.layers(model.hf)
     vector = torch.zeros(model.d_model, device=mean_inputs.device)
     for layer, head in heads:
         cols = slice(d * head, d * (head + 1))
-        vector += model.hf.model.layers[layer].self_attn.o_proj.weight[:, cols] @ mean_inputs[layer, cols]
+        vector += architecture.out_proj_weight(layers[layer])[:, cols] @ mean_inputs[layer, cols]
     return vector
 
 
