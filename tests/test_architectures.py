@@ -246,3 +246,11 @@ def test_load_model_reads_a_saved_tiny_model(tmp_path, tokenizer):
         out = loaded.nnsight.model.layers[1].output.save()
     assert out.shape == (1, ids.shape[1], 64)
     assert embedded_model_dir().is_dir()
+
+
+def test_pyvene_and_the_bridge_agree_with_nnsight_and_hooks(model, ids):
+    clean, corrupted = ids
+    for component in pt.COMPONENTS:
+        assert torch.allclose(pt.pyvene_patch(model, clean, corrupted, 1, component, 9),
+                              pt.nnsight_patch(model, clean, corrupted, 1, component, 9), atol=ATOL)
+    assert torch.allclose(lens.residuals_bridge(model, clean), lens.residuals_hooks(model, clean), atol=ATOL)
