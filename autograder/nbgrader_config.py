@@ -23,12 +23,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearOutput.enabled = True
 
 # Feedback, also when nbgrader (or the formgrader) makes it by hand: never the hidden tests; a
-# note at each cell the grader restored; plotly figures drawn offline; "awaiting manual grading"
-# instead of a score for answers no one graded yet (mi_course/grading/feedback.py).
+# note at each cell the grader restored; what the student's code displayed made inert (no scripts);
+# plotly figures drawn offline; "awaiting manual grading" instead of a score for answers no one
+# graded yet; a held submission said to be held (mi_course/grading/feedback.py).
 c.GenerateFeedback.preprocessors = [
     "mi_course.grading.feedback.HideTests",
     "nbgrader.preprocessors.GetGrades",
     "mi_course.grading.feedback.GraderNotes",
+    "mi_course.grading.feedback.SafeOutputs",
     "mi_course.grading.feedback.PlotlyFigures",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -241,6 +241,17 @@ def cmd_gradescope(args) -> int:
     return 0
 
 
+def cmd_html(args) -> int:
+    from mi_course.html_export import export_html
+
+    page, remote = export_html(Path(args.notebook), Path(args.to) if args.to else None)
+    print(f"wrote {page} (figures drawn offline, formulas as TeX)")
+    for url in remote:
+        print(f"note: the page loads {url} (the notebook's own cell or output links it; offline it is not shown)",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mi-course", description="Mechanistic interpretability course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="then release to this nbgrader exchange (e.g. /srv/nbgrader/exchange)")
     p.add_argument("--force", action="store_true", help="with --exchange: replace an earlier release")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("html", help="an executed notebook (e.g. a lesson you ran) as one HTML file that works "
+                       "offline: plotly figures drawn, nothing loaded from a CDN (formulas shown as TeX)")
+    p.add_argument("notebook")
+    p.add_argument("--to", default=None, metavar="FILE", help="where to write it (default: the notebook's name "
+                   "with .html)")
+    p.set_defaults(func=cmd_html)
 
     p = sub.add_parser("validate", help="run a notebook's visible tests; non-zero exit if any fails")
     p.add_argument("notebook")

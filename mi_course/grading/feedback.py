@@ -1,5 +1,6 @@
 """What a student's feedback shows, on top of nbgrader's: no hidden tests, the grader's notes,
-figures, and written answers no one has graded yet.
+figures, written answers no one has graded yet, a held submission said to be held; nothing a
+student's code produced can run in the page, and nothing is fetched from the network.
 
 nbgrader renders feedback from the autograded notebook, where every test cell
 holds its hidden tests (restored from the gradebook) and failures carry full
@@ -8,11 +9,14 @@ tracebacks that quote the failing line. Its ``GenerateFeedback`` runs, on a copy
 HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` block becomes one comment line, each
 error output of a test cell keeps only ``<exception>: <message>``), nbgrader's
 ``GetGrades``, ``GraderNotes`` (what the grader restored, at that cell),
-``PlotlyFigures`` (plotly figures as HTML, plotly.js inlined once per page: the
-page works offline) and renders with ``FeedbackExporter``, which writes "awaiting
-manual grading" where nbgrader would print a score of 0 for an answer no one
-graded yet. The autograded notebook itself (the instructor's record, in the
-formgrader) is not changed.
+``SafeOutputs`` (what the student's kernel displayed, made inert: ``safe_html``),
+``PlotlyFigures`` (plotly figures drawn from their JSON by the grader, plotly.js
+inlined once per page) and renders with ``FeedbackExporter``, which sanitizes
+every markdown cell too, loads no MathJax (``NO_CDN``: formulas show as TeX),
+writes "awaiting manual grading" where nbgrader would print a score of 0 for an
+answer no one graded yet, and says at the top of a submission held for manual
+review that it is held, why, and that its scores are provisional. The autograded
+notebook itself (the instructor's record, in the formgrader) is not changed.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from __future__ import annotations
 import html
 import re
 
+from jinja2 import DictLoader, pass_context
 from nbconvert.exporters import HTMLExporter
 from nbformat.v4 import new_markdown_cell
 from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import default
 
+from mi_course.grading.safe_html import inert_svg, safe_html
+from mi_course.grading.sandbox import HELD as HELD_ENAME
 from mi_course.grading.tamper import NOTE_KEY, is_test_cell
 
 HIDDEN = re.compile(r"^[ \t]*#+[ \t]*BEGIN HIDDEN TESTS.*?(^[ \t]*#+[ \t]*END HIDDEN TESTS[^\n]*$|\Z)",
@@ -31,6 +39,11 @@ HIDDEN = re.compile(r"^[ \t]*#+[ \t]*BEGIN HIDDEN TESTS.*?(^[ \t]*#+[ \t]*END HI
 PLACEHOLDER = "# (hidden tests: not shown)"
 PLOTLY = "application/vnd.plotly.v1+json"
 AWAITING = "awaiting manual grading"
+# What a page shows of a kernel's outputs (text, HTML and markdown sanitized, images, plotly JSON); the rest
+# (javascript, widgets, anything unknown) is dropped.
+SHOWN = {"text/plain", "text/html", "text/markdown", "text/latex", "image/png", "image/jpeg", "image/svg+xml", PLOTLY}
+# Templates that shadow nbconvert's: its MathJax macro loads MathJax from a CDN; offline, nothing (TeX as written).
+NO_CDN = DictLoader({"mathjax.html.j2": "{%- macro mathjax(url='') -%}{%- endmacro %}"})
 
 
 class HideTests(NbGraderPreprocessor):
@@ -60,11 +73,44 @@ class GraderNotes(NbGraderPreprocessor):
         return nb, resources
 
 
+class SafeOutputs(NbGraderPreprocessor):
+    """A code cell's outputs as a page may show them (a student's code made them): only ``SHOWN`` types,
+    HTML through ``safe_html``, SVG as an image (plotly JSON is drawn by ``PlotlyFigures``, not by the kernel)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue  # a stream or an error: text, escaped by the template
+            for key in [k for k in data if k not in SHOWN]:
+                del data[key]
+            if "text/html" in data:
+                data["text/html"] = safe_html(_text(data["text/html"]))
+            if "image/svg+xml" in data:
+                svg = _text(data.pop("image/svg+xml"))
+                data.setdefault("text/html", inert_svg(svg))
+        return cell, resources
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def _offline(figure):
+    """``figure`` without layout images from other servers (they would be fetched by whoever opens the page)."""
+    layout = figure.get("layout") if isinstance(figure, dict) else None
+    if isinstance(layout, dict) and isinstance(layout.get("images"), list):
+        layout["images"] = [im for im in layout["images"]
+                            if isinstance(im, dict) and str(im.get("source", "")).startswith("data:image/")]
+    return figure
+
+
 def figure_html(figure, first: bool) -> str:
     """A plotly figure (its JSON) as HTML that draws it; plotly.js inlined if ``first``, never fetched."""
     import plotly.io
 
     try:
+        figure = _offline(figure)
         return plotly.io.to_html(figure, include_plotlyjs=first, full_html=False, validate=False,
                                  default_height=525)
     except Exception as err:  # a figure the kernel made up: say so instead of failing the page
@@ -91,16 +137,6 @@ def awaiting_manual_grade(grade) -> bool:
     return bool(grade.needs_manual_grade) and grade.manual_score is None
 
 
-def _pending(resources) -> dict[str, float]:
-    """``grade_id -> points`` of the answers in this feedback awaiting manual grading."""
-    from nbgrader.api import Gradebook
-
-    ids = resources["nbgrader"]
-    with Gradebook(ids["db_url"]) as gradebook:
-        notebook = gradebook.find_submission_notebook(ids["notebook"], ids["assignment"], ids["student"])
-        return {g.name: float(g.max_score) for g in notebook.grades if awaiting_manual_grade(g)}
-
-
 def _points(points: float) -> str:
     return f"{points:g} point{'s' * (points != 1)}"
 
@@ -121,9 +157,64 @@ def mark_pending(page: str, pending: dict[str, float]) -> str:
     return page
 
 
+def held_reason(nb) -> str | None:
+    """Why the grader held this autograded notebook for manual review (None: not held), from the error
+    output ``sandbox.BoundedExecute`` wrote into its test cells (``HELD_ENAME: <reason>``, one line)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and is_test_cell(cell):
+            for output in cell.get("outputs", []):
+                if (output.get("output_type") == "error" and output.get("ename") == HELD_ENAME
+                        and output.get("traceback") == [f"{HELD_ENAME}: {output.get('evalue', '')}"]):
+                    return str(output.get("evalue", ""))
+    return None
+
+
+def mark_held(page: str, reason: str, reviewed: bool) -> str:
+    """nbgrader's page with, at the top, that the submission was held for manual review, why (``reason``,
+    escaped) and whether its scores are provisional or an instructor's (``reviewed``: every test graded by hand)."""
+    why = html.escape(reason) or "no reason recorded"
+    if reviewed:
+        box = ('<div class="alert alert-info"><b>Reviewed by hand.</b> The grader held this submission for manual '
+               f"review ({why}); an instructor has since graded its tests by hand: the scores below are theirs.</div>")
+    else:
+        box = ('<div class="alert alert-danger"><b>Held for manual review.</b> The grader did not score this '
+               f"submission automatically because of what its code does: {why}. The scores below are provisional "
+               "(every test counts 0 until then): an instructor will look at the submission and grade it by "
+               "hand.</div>")
+        page = re.sub(r"(<h4>[^<]*\(Score: [^)<]*)\)", lambda m: f"{m.group(1)}; provisional: held for manual review)",
+                      page, count=1)
+    return re.sub(r"(<h4>.*?</h4>)", lambda m: m.group(1) + box, page, count=1, flags=re.DOTALL)
+
+
 class FeedbackExporter(HTMLExporter):
-    """nbgrader's feedback page (its ``feedback`` template), with answers not graded yet marked as such."""
+    """nbgrader's feedback page (its ``feedback`` template): markdown sanitized, no MathJax from a CDN, answers
+    not graded yet marked as such, a held submission said to be held."""
+
+    @default("extra_loaders")
+    def _no_cdn(self):
+        return [NO_CDN]
+
+    @pass_context
+    def markdown2html(self, context, source):
+        """Markdown (a student's cells, the grader's notes, comments) to HTML with only inert markup left."""
+        return safe_html(super().markdown2html(context, source))
 
     def from_notebook_node(self, nb, resources=None, **kw):
+        reason = held_reason(nb)
+        tests = {c.metadata.nbgrader["grade_id"] for c in nb.cells if is_test_cell(c)}
         page, resources = super().from_notebook_node(nb, resources, **kw)
-        return mark_pending(page, _pending(resources)), resources
+        pending, by_hand = self.gradebook(resources, tests)
+        page = mark_pending(page, pending)
+        return (page if reason is None else mark_held(page, reason, by_hand)), resources
+
+    def gradebook(self, resources, tests: set[str]) -> tuple[dict[str, float], bool]:
+        """From the gradebook, for the submission in ``resources``: ``grade_id -> points`` of the answers
+        awaiting manual grading, and whether every one of the ``tests`` (grade ids) was graded by hand."""
+        from nbgrader.api import Gradebook
+
+        ids = resources["nbgrader"]
+        with Gradebook(ids["db_url"]) as gradebook:
+            notebook = gradebook.find_submission_notebook(ids["notebook"], ids["assignment"], ids["student"])
+            pending = {g.name: float(g.max_score) for g in notebook.grades if awaiting_manual_grade(g)}
+            by_hand = [g.manual_score is not None for g in notebook.grades if g.name in tests]
+            return pending, bool(by_hand) and all(by_hand)

@@ -1,0 +1,75 @@
+"""HTML a student's code produced, made inert for a page someone else opens (their feedback,
+an instructor's browser): an allowlist of tags and attributes, no scripts, no event handlers,
+no ``javascript:`` links, no styles that could cover the page, no requests to other servers.
+
+``safe_html`` keeps what notebooks show (text formatting, tables such as pandas', lists,
+``<details>``, code, images embedded as ``data:image/...``); elements that run code or embed
+other documents go with their content; other unknown tags are dropped, their text kept; a remote
+image becomes its alt text. ``inert_svg`` shows an SVG as an ``<img>`` of a ``data:`` URI, which
+browsers draw without running its scripts or loading anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import bleach
+from bleach.css_sanitizer import CSSSanitizer
+from bleach.html5lib_shim import convert_entities
+from bs4 import BeautifulSoup
+
+TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details", "div",
+        "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd",
+        "li", "mark", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strong", "sub", "summary", "sup",
+        "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul", "var"}
+# Gone with everything inside them (their text is code or another document, not something to read).
+DROPPED = ["script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "template", "noscript",
+           "svg", "math", "canvas", "audio", "video", "link", "meta", "base", "form", "textarea", "select", "button",
+           "title", "head"]
+COMMON = {"class", "title", "style", "align"}
+ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt", "width", "height"}, "td": {"colspan", "rowspan"},
+              "th": {"colspan", "rowspan"}, "ol": {"start"}, "table": {"border"},
+              **{f"h{i}": {"id"} for i in range(1, 7)}}
+IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp|svg\+xml)[;,]")
+LINK = re.compile(r"(https?:|mailto:|#)")
+
+
+def _normal(url: str) -> str:
+    """``url`` as bleach reads it when it checks a protocol (entities decoded, no blanks or controls, lower case)."""
+    url = re.sub(r"[`\000-\040\177-\240\s]+", "", convert_entities(url))
+    return re.sub(r"[^\x00-\x7f]", "", url).lower()
+
+
+def _allowed(tag: str, name: str, value: str) -> bool:
+    if name == "src":  # only images inside the page: nothing fetched, no tracking of who opens it
+        return tag == "img" and bool(IMAGE.match(_normal(value)))
+    if name == "href":
+        return bool(LINK.match(_normal(value)))
+    return name in COMMON or name in ATTRIBUTES.get(tag, ())
+
+
+# No property that takes an element out of the flow (position), so nothing can cover the grader's notes.
+CSS = CSSSanitizer(allowed_css_properties=["color", "background-color", "font-weight", "font-style", "font-size",
+                                           "font-family", "text-align", "text-decoration", "vertical-align",
+                                           "white-space", "width", "height", "max-width", "padding", "border",
+                                           "border-collapse", "border-color", "display"])
+CLEANER = bleach.Cleaner(tags=TAGS, attributes=_allowed, protocols={"http", "https", "mailto", "data"}, strip=True,
+                         strip_comments=True, css_sanitizer=CSS)
+
+
+def safe_html(fragment: str) -> str:
+    """``fragment`` (HTML a student's code or markdown produced) with only inert markup left."""
+    soup = BeautifulSoup(fragment, "html.parser")
+    for element in soup.find_all(DROPPED):
+        element.decompose()
+    for img in soup.find_all("img"):
+        if not IMAGE.match(_normal(img.get("src") or "")):
+            img.replace_with(f"[{img.get('alt') or 'image'}]")
+    return CLEANER.clean(str(soup))
+
+
+def inert_svg(svg: str) -> str:
+    """An SVG document shown as an image (browsers run no script and load nothing for an ``<img>``)."""
+    return (f'<img src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}" '
+            'alt="SVG figure">')
