@@ -59,7 +59,9 @@ case "$action" in
         exec "$VENV/bin/jupyter" lab lessons/ ${root_flag[@]+"${root_flag[@]}"} "$@" ;;
     test)
         export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-        exec "$PY" -m pytest "$@" ;;
+        # two workers (pytest-xdist): the lessons' grading tests spread over both, every other
+        # module stays on one (tests/conftest.py); `./course.sh test -n 0` runs in one process
+        exec "$PY" -m pytest -n 2 --dist loadgroup "$@" ;;
     setup)
         echo "==> ready: ./course.sh lab" ;;
 esac

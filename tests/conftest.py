@@ -18,6 +18,20 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 for _name in ("MI_COURSE_MODEL", "MI_COURSE_REMOTE", "MI_COURSE_DEVICE"):
     os.environ.pop(_name, None)
 
+# The lessons' grading tests take most of the suite's time: they run first, and under
+# pytest-xdist (`--dist loadgroup`, as `./course.sh test` runs the suite) they spread over
+# the workers one by one, while every other module stays whole on one worker (its
+# module-scoped fixtures, such as a graded batch, are built once).
+SPREAD = "test_each_exercise_is_graded_on_its_own"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if getattr(item, "originalname", item.name) != SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) != SPREAD)  # stable: otherwise as collected
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment(tmp_path_factory):
