@@ -140,6 +140,28 @@ def passed(message: str = "All visible checks passed.") -> None:
     print(f"✔ {message}")
 
 
+# --- Claims about the embedded model ------------------------------------------------------------
+
+
+def lesson_model_note(model) -> None:
+    """Say once, at the top of a lesson, when it runs on another model than the embedded one."""
+    if not model.is_embedded:
+        from mi_course.models import EMBEDDED_NAME
+
+        print(f"⚠ This lesson runs on {model.name}, not on the embedded {EMBEDDED_NAME}. Its prose and the cells "
+              "that assert its numbers describe the embedded model: those cells say 'skipped' here. Every "
+              "exercise check computes its expectation on the model you loaded.")
+
+
+def about_embedded(model, claim: str) -> bool:
+    """``True`` on the embedded model, where a cell's assertions about it run; elsewhere print that
+    ``claim`` is skipped (it is a fact about the embedded model, not about ``model``) and return ``False``."""
+    if model.is_embedded:
+        return True
+    print(f"⚠ skipped on {model.name}: {claim} (a claim about the embedded model)")
+    return False
+
+
 # --- Own work: an answer must not be a call to the course's reference -------------------------
 
 TOOLS = {

@@ -200,6 +200,11 @@ class CourseModel:
         return self._hf.config
 
     @property
+    def is_embedded(self) -> bool:
+        """True for the embedded model, the one the lessons' prose and asserted numbers describe."""
+        return self.name == EMBEDDED_NAME and not self.remote
+
+    @property
     def n_layers(self) -> int:
         return self.config.num_hidden_layers
 
