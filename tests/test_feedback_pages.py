@@ -21,7 +21,7 @@ from traitlets.utils.importstring import import_item
 
 from mi_course.cli import main
 from mi_course.grading.feedback import PLOTLY, FeedbackExporter, held_reason
-from mi_course.grading.safe_html import safe_html
+from mi_course.grading.safe_html import Sanitizer, safe_html
 from mi_course.grading.sandbox import HELD
 from mi_course.html_export import notebook_html, remote_references
 
@@ -159,6 +159,17 @@ def test_safe_html_keeps_what_notebooks_show():
         assert safe_html(fragment) == fragment
     assert safe_html('<a href="https://c.example"><img src="https://c.example/badge.svg" alt="Open In Colab"></a>') \
         == '<a href="https://c.example">[Open In Colab]</a>'   # a remote image: its alt text, nothing fetched
+
+
+def test_too_much_html_is_shown_as_text():
+    """Sanitizing is slow (quadratic in nesting): a fragment with too many tags, or past the page's budget,
+    is shown as escaped text at once."""
+    sanitize = Sanitizer(budget=1_000)
+    deep = sanitize("<div onclick='alert(1)'>" * 50_000)
+    assert deep.startswith("<pre>(HTML too large to show here: 1,200,000 characters; as text)")
+    assert "<div" not in deep and "[... 1,180,000 more]</pre>" in deep
+    assert sanitize("<b>x</b>" * 100) == "<b>x</b>" * 100                # 800 characters: within the budget
+    assert sanitize("<b>x</b>" * 100).startswith("<pre>(HTML too large")  # the page's budget is spent
 
 
 def test_feedback_page_is_inert_and_offline(executed):

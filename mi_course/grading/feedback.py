@@ -30,7 +30,7 @@ from nbformat.v4 import new_markdown_cell
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import default
 
-from mi_course.grading.safe_html import inert_svg, safe_html
+from mi_course.grading.safe_html import Sanitizer, inert_svg
 from mi_course.grading.sandbox import HELD as HELD_ENAME
 from mi_course.grading.tamper import NOTE_KEY, is_test_cell
 
@@ -77,6 +77,10 @@ class SafeOutputs(NbGraderPreprocessor):
     """A code cell's outputs as a page may show them (a student's code made them): only ``SHOWN`` types,
     HTML through ``safe_html``, SVG as an image (plotly JSON is drawn by ``PlotlyFigures``, not by the kernel)."""
 
+    def preprocess(self, nb, resources):
+        self.safe_html = Sanitizer()  # one budget per page
+        return super().preprocess(nb, resources)
+
     def preprocess_cell(self, cell, resources, index):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             data = output.get("data")
@@ -85,7 +89,7 @@ class SafeOutputs(NbGraderPreprocessor):
             for key in [k for k in data if k not in SHOWN]:
                 del data[key]
             if "text/html" in data:
-                data["text/html"] = safe_html(_text(data["text/html"]))
+                data["text/html"] = self.safe_html(_text(data["text/html"]))
             if "image/svg+xml" in data:
                 svg = _text(data.pop("image/svg+xml"))
                 data.setdefault("text/html", inert_svg(svg))
@@ -197,9 +201,10 @@ class FeedbackExporter(HTMLExporter):
     @pass_context
     def markdown2html(self, context, source):
         """Markdown (a student's cells, the grader's notes, comments) to HTML with only inert markup left."""
-        return safe_html(super().markdown2html(context, source))
+        return self.safe_html(super().markdown2html(context, source))
 
     def from_notebook_node(self, nb, resources=None, **kw):
+        self.safe_html = Sanitizer()  # one budget per page
         reason = held_reason(nb)
         tests = {c.metadata.nbgrader["grade_id"] for c in nb.cells if is_test_cell(c)}
         page, resources = super().from_notebook_node(nb, resources, **kw)

@@ -7,11 +7,16 @@ no ``javascript:`` links, no styles that could cover the page, no requests to ot
 other documents go with their content; other unknown tags are dropped, their text kept; a remote
 image becomes its alt text. ``inert_svg`` shows an SVG as an ``<img>`` of a ``data:`` URI, which
 browsers draw without running its scripts or loading anything.
+
+Sanitizing costs time (about 30 kB/s on a busy 2-core machine, quadratic in nesting depth), and a
+submission can print megabytes of HTML: ``Sanitizer`` gives one page a budget (``PAGE_BUDGET``
+characters, ``MAX_TAGS`` tags per fragment); beyond it a fragment is shown as escaped text, cut short.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import re
 
 import bleach
@@ -58,8 +63,29 @@ CLEANER = bleach.Cleaner(tags=TAGS, attributes=_allowed, protocols={"http", "htt
                          strip_comments=True, css_sanitizer=CSS)
 
 
+PAGE_BUDGET = 500_000   # characters of HTML sanitized per page (about 15 s on a busy 2-core machine)
+MAX_TAGS = 2_000        # tags in one fragment (a pandas table of 60 rows and 10 columns has about 700)
+SHOWN_AS_TEXT = 20_000  # characters of a fragment over the budget shown (escaped)
+
+
+class Sanitizer:
+    """``safe_html`` with a budget for one page: a fragment over it is shown as escaped text."""
+
+    def __init__(self, budget: int = PAGE_BUDGET):
+        self.budget = budget
+
+    def __call__(self, fragment: str) -> str:
+        if len(fragment) > self.budget or fragment.count("<") > MAX_TAGS:
+            more = len(fragment) - SHOWN_AS_TEXT
+            return (f"<pre>(HTML too large to show here: {len(fragment):,} characters; as text)\n"
+                    f"{html.escape(fragment[:SHOWN_AS_TEXT])}{f' [... {more:,} more]' if more > 0 else ''}</pre>")
+        self.budget -= len(fragment)
+        return safe_html(fragment)
+
+
 def safe_html(fragment: str) -> str:
-    """``fragment`` (HTML a student's code or markdown produced) with only inert markup left."""
+    """``fragment`` (HTML a student's code or markdown produced) with only inert markup left (no size limit:
+    see ``Sanitizer``)."""
     soup = BeautifulSoup(fragment, "html.parser")
     for element in soup.find_all(DROPPED):
         element.decompose()
