@@ -12,6 +12,8 @@ position 0 is the prompt's first token.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import plotly.express as px
 import torch
 from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
@@ -73,6 +75,27 @@ def residual_cache(model, ids: torch.Tensor) -> torch.Tensor:
     """Every decoder layer's output (the residual stream after layer l): ``[1, pos]`` -> ``[n_layers, pos, d_model]``
     (lesson 2's :func:`mi_course.activations.residual_stream`)."""
     return residual_stream(model, ids)
+
+
+@contextmanager
+def count_work(model):
+    """Count the decoder work of the forward passes run inside the block: yields a dict whose ``token_layers``
+    is the number of tokens passed through a decoder layer, summed over layers and calls, and ``forwards``
+    the number of calls of layer 0 (one per forward pass that starts at the embeddings)."""
+    counts = {"token_layers": 0, "forwards": 0}
+
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]  # [batch, pos, d_model]
+        counts["token_layers"] += x.shape[0] * x.shape[1]
+        counts["forwards"] += module is layers[0]
+
+    layers = model.hf.model.layers
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def patch_residual_loop(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:

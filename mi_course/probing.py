@@ -241,6 +241,36 @@ def steered_logits(model, prompts: list[str], layer: int, direction: torch.Tenso
     return logits.detach().float().cpu()
 
 
+def steered_logits_many(model, prompts: list[str], layer: int, directions: torch.Tensor, alpha: float,
+                        positions) -> torch.Tensor:
+    """:func:`steered_logits` for every row of ``directions`` ``[n, d_model]`` -> ``[n, batch, vocab]``.
+
+    The same numbers for less work: the prompts run once up to ``layer`` (an nnsight trace that
+    stops there), then only the layers above it run, for all directions in one batch, and only
+    each prompt's last token is unembedded.
+    """
+    hf, lm = model.hf, model.nnsight
+    enc = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="right",
+                          add_special_tokens=False)
+    ids, mask = enc.input_ids.to(model.device), enc.attention_mask.to(model.device)
+    batch, T = ids.shape
+    n, last = directions.shape[0], last_positions(enc.attention_mask).to(model.device)
+    with lm.trace({"input_ids": ids, "attention_mask": mask}) as tracer:
+        hidden = lm.model.layers[layer].output.save()  # [batch, pos, d_model]
+        tracer.stop()
+    rows = torch.arange(n * batch, device=model.device)  # row r * batch + b: direction r, prompt b
+    x = hidden.detach().repeat(n, 1, 1)
+    x[rows, torch.as_tensor(positions, device=model.device).repeat(n)] += alpha * directions.to(x).repeat_interleave(batch, 0)
+    sees = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None] & mask.bool()[:, None, :]  # [batch, q, k]
+    mask4d = torch.zeros(sees.shape, dtype=x.dtype, device=x.device).masked_fill(~sees, float("-inf"))
+    cos, sin = hf.model.rotary_emb(x, torch.arange(T, device=x.device)[None])
+    with torch.no_grad():
+        for later in hf.model.layers[layer + 1:]:
+            x = later(x, attention_mask=mask4d.repeat(n, 1, 1)[:, None], position_embeddings=(cos, sin))
+        logits = hf.lm_head(hf.model.norm(x[rows, last.repeat(n)]))  # [n * batch, vocab]
+    return logits.reshape(n, batch, -1).float().cpu()
+
+
 def plot_accuracy_by_layer(curves: dict[str, np.ndarray], chance: float | None = None, title: str = ""):
     """A plotly figure of accuracy per layer, one line per named curve."""
     import plotly.graph_objects as go

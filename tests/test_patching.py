@@ -65,6 +65,21 @@ def test_cached_sweep_equals_loop(model, pair):
     assert pt.patch_residual_cached(model, *pair, [], positions).shape == (0, 4)
 
 
+def test_count_work_counts_token_layers(model, pair):
+    clean_ids = pair[0]
+    T, n = clean_ids.shape[1], model.n_layers
+    with pt.count_work(model) as batched:
+        pt.patch_residual_batched(model, *pair, [3, 20], [9, T - 1])
+    assert batched == {"token_layers": (1 + 4) * T * n, "forwards": 2}  # the clean cache, then 4 patched rows
+    with pt.count_work(model) as cached:
+        pt.patch_residual_cached(model, *pair, [3, 20], [9, T - 1])
+    above = (n - 1 - 3) + (n - 1 - 20)  # layers each cell's layer has above it
+    want = 2 * T * n + above * (T - 9) + above * 1  # both prompts once, then each cell from its position on
+    assert cached["forwards"] == 1 and cached["token_layers"] == want
+    model.hf(clean_ids)
+    assert cached["token_layers"] == want  # the hooks are gone after the block
+
+
 @pytest.mark.parametrize("component", pt.COMPONENTS)
 def test_pyvene_and_nnsight_give_the_same_patched_logits(model, pair, component):
     clean_ids, corrupted_ids, *_ = pair
