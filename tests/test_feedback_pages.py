@@ -168,6 +168,8 @@ def test_too_much_html_is_shown_as_text():
     deep = sanitize("<div onclick='alert(1)'>" * 50_000)
     assert deep.startswith("<pre>(HTML too large to show here: 1,200,000 characters; as text)")
     assert "<div" not in deep and "[... 1,180,000 more]</pre>" in deep
+    nested = Sanitizer()
+    assert nested("<i>" * 101).startswith("<pre>(HTML too large") and nested("<i>" * 99) == "<i>" * 99 + "</i>" * 99
     assert sanitize("<b>x</b>" * 100) == "<b>x</b>" * 100                # 800 characters: within the budget
     assert sanitize("<b>x</b>" * 100).startswith("<pre>(HTML too large")  # the page's budget is spent
 

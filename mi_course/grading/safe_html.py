@@ -10,7 +10,8 @@ browsers draw without running its scripts or loading anything.
 
 Sanitizing costs time (about 30 kB/s on a busy 2-core machine, quadratic in nesting depth), and a
 submission can print megabytes of HTML: ``Sanitizer`` gives one page a budget (``PAGE_BUDGET``
-characters, ``MAX_TAGS`` tags per fragment); beyond it a fragment is shown as escaped text, cut short.
+characters, ``MAX_TAGS`` tags and ``MAX_DEPTH`` levels of nesting per fragment); beyond it a fragment
+is shown as escaped text, cut short.
 """
 
 from __future__ import annotations
@@ -65,7 +66,22 @@ CLEANER = bleach.Cleaner(tags=TAGS, attributes=_allowed, protocols={"http", "htt
 
 PAGE_BUDGET = 500_000   # characters of HTML sanitized per page (about 15 s on a busy 2-core machine)
 MAX_TAGS = 2_000        # tags in one fragment (a pandas table of 60 rows and 10 columns has about 700)
+MAX_DEPTH = 100         # nesting (the course's own markdown: under 10)
 SHOWN_AS_TEXT = 20_000  # characters of a fragment over the budget shown (escaped)
+TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
+
+
+def _depth(fragment: str) -> int:
+    """How deep the tags of ``fragment`` nest, read from the tags alone (linear time, no parsing)."""
+    depth = deepest = 0
+    for closing, name, empty in TAG.findall(fragment):
+        if closing:
+            depth = max(depth - 1, 0)
+        elif not empty and name.lower() not in VOID:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
 
 
 class Sanitizer:
@@ -75,7 +91,7 @@ class Sanitizer:
         self.budget = budget
 
     def __call__(self, fragment: str) -> str:
-        if len(fragment) > self.budget or fragment.count("<") > MAX_TAGS:
+        if len(fragment) > self.budget or fragment.count("<") > MAX_TAGS or _depth(fragment) > MAX_DEPTH:
             more = len(fragment) - SHOWN_AS_TEXT
             return (f"<pre>(HTML too large to show here: {len(fragment):,} characters; as text)\n"
                     f"{html.escape(fragment[:SHOWN_AS_TEXT])}{f' [... {more:,} more]' if more > 0 else ''}</pre>")
