@@ -10,6 +10,11 @@ reused while the submitted bytes and the limits are unchanged, so a batch that
 crashed resumes where it stopped and grading twice gives the same rows.
 ``jobs=N`` grades N submissions at once in worker processes that share one
 gradebook: each holds ``sandbox.GradebookLock`` except while its kernel runs.
+
+A run goes in stages, each a function: ``_plan`` (limits, the kernel's sandbox,
+the assignment), ``_sort_out`` (the rows settled before anything runs, and
+what to grade), ``_graded`` (each submission graded by ``_grade`` with its own
+``sandbox.Run``), then the CSV. No module holds state between submissions.
 """
 
 from __future__ import annotations
@@ -229,7 +234,7 @@ def _incidents(notebook: Path, limits: sandbox.Limits) -> list[str]:
     return found
 
 
-def _config(work: Path, limits: sandbox.Limits):
+def _config(work: Path, limits: sandbox.Limits, run: sandbox.Run | None = None):
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
@@ -239,6 +244,8 @@ def _config(work: Path, limits: sandbox.Limits):
     config.BoundedExecute.wall_limit = float(limits.wall)
     config.BoundedExecute.max_output_bytes = limits.output
     config.BoundedExecute.interrupt_grace = float(limits.interrupt_grace)
+    if run is not None:
+        config.BoundedExecute.run = run
     config.Autograde.autograde_preprocessors = [
         sandbox.BoundedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
         AssignLatePenalties, CheckCellMetadata]
@@ -269,7 +276,7 @@ def _prepare_assignment(api, config, lesson: str, work: Path) -> Path:
 
 @dataclass
 class _Batch:
-    """What a grader process needs to grade any submission of the batch."""
+    """What any grader process needs to grade any submission of the batch (the plan)."""
 
     lesson: str
     work: Path
@@ -279,37 +286,35 @@ class _Batch:
     box: sandbox.Sandbox
     feedback_dir: Path | None
     submissions: Path
+    key: str  # the settings a stored result was graded with: limits, isolation, feedback or not
 
 
-# This process's grader: the batch and nbgrader's API over the batch's work folder.
-_grader: tuple[_Batch, object] | None = None
+def _start_worker() -> None:
+    """A worker process ends with the grader, however the grader ends (the pool's initializer)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if multiprocessing.parent_process().pid != os.getppid():
+        os._exit(1)
 
 
-def _start_grader(batch: _Batch) -> None:
-    """Set up this process to grade ``batch`` (in a worker: once, as the pool's initializer)."""
-    global _grader
+def _grade(batch: _Batch, student: str, notebook: tuple[str, ...]) -> StudentResult:
+    """Grade one submission in this process; never raises (a failure is the student's status).
+
+    Its ``sandbox.Run`` holds the gradebook lock (let go while the kernel runs, so parallel
+    graders' kernels run side by side) and collects what happened while it ran."""
     from nbgrader.apps import NbGraderAPI
 
-    if multiprocessing.parent_process() is not None:  # a worker ends with the grader, however it ends
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if multiprocessing.parent_process().pid != os.getppid():
-            os._exit(1)
-    _grader = (batch, NbGraderAPI(config=_config(batch.work, batch.limits)))
-    # nbgrader's own harmless SQLAlchemy session warnings: a screenful per student otherwise.
-    warnings.filterwarnings("ignore", message=r"Object of type <Submitted\w+> not in session")
-    sandbox.gradebook_lock = sandbox.GradebookLock(batch.work / "gradebook.lock")
-
-
-def _grade(student: str, notebook: tuple[str, ...]) -> StudentResult:
-    """Grade one submission in this process; never raises (a failure is the student's status)."""
-    batch, api = _grader
+    run = sandbox.Run(batch.box, sandbox.GradebookLock(batch.work / "gradebook.lock"))
     try:
-        with sandbox.gradebook_lock:  # let go while the kernel runs (BoundedExecute)
-            result = _grade_one(api, batch, student, notebook)
-        if result.status.startswith((GRADED, HELD)):
-            result.feedback = _feedback(api, batch, student)
+        with warnings.catch_warnings():
+            # nbgrader's own harmless SQLAlchemy session warnings: a screenful per student otherwise.
+            warnings.filterwarnings("ignore", message=r"Object of type <Submitted\w+> not in session")
+            api = NbGraderAPI(config=_config(batch.work, batch.limits, run))
+            with run.lock:
+                result = _grade_one(api, run, batch, student, notebook)
+            if result.status.startswith((GRADED, HELD)):
+                result.feedback = _feedback(api, batch, student)
         return result
     except Exception as err:  # one submission never stops the batch
         return StudentResult(student, f"{RETRY}{type(err).__name__}: {err}"[:300],
@@ -317,20 +322,15 @@ def _grade(student: str, notebook: tuple[str, ...]) -> StudentResult:
 
 
 def _graded(batch: _Batch, todo: list[tuple[str, tuple[str, ...]]], jobs: int):
-    """``(student, result)`` for each of ``todo`` as they finish, ``jobs`` submissions at a time."""
+    """Run: ``(student, result)`` for each of ``todo`` as they finish, ``jobs`` submissions at a time."""
     if jobs == 1:
-        _start_grader(batch)
-        try:
-            for student, notebook in todo:
-                yield student, _grade(student, notebook)
-        finally:
-            sandbox.gradebook_lock = None
+        for student, notebook in todo:
+            yield student, _grade(batch, student, notebook)
         return
     # spawn: fresh workers, not forks of a process that may hold torch's threads
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_grader, initargs=(batch,))
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
     try:
-        futures = {pool.submit(_grade, student, notebook): student for student, notebook in todo}
+        futures = {pool.submit(_grade, batch, student, notebook): student for student, notebook in todo}
         for future in as_completed(futures):
             student = futures[future]
             try:
@@ -360,7 +360,7 @@ def _exchange_file(submissions: Path, parts: tuple[str, ...], name: str) -> byte
     return data if len(data) <= 1024 else None
 
 
-def _grade_one(api, batch: _Batch, student: str, notebook: tuple[str, ...]) -> StudentResult:
+def _grade_one(api, run: sandbox.Run, batch: _Batch, student: str, notebook: tuple[str, ...]) -> StudentResult:
     from nbgrader.api import Gradebook
 
     lesson, exercises, limits = batch.lesson, batch.exercises, batch.limits
@@ -388,15 +388,11 @@ def _grade_one(api, batch: _Batch, student: str, notebook: tuple[str, ...]) -> S
             (target / name).write_bytes(extra)
     # The kernel works in a throw-away folder of its own (sandbox.SandboxKernelManager): nbgrader
     # writes the executed notebook into the autograded folder, which no kernel can reach.
-    sandbox.current = batch.box
     scanned = suspicious(inspection.notebook, reference, source)
-    sandbox.BoundedExecute.preset_held = [n for n in scanned if n.startswith(HOLD_NOTE)]
-    try:
-        graded = api.autograde(lesson, student, force=True, create=True)
-    finally:
-        sandbox.BoundedExecute.preset_held = []
-    held = [n for n in sandbox.BoundedExecute.held if not n.startswith(HOLD_NOTE)]
-    notes = inspection.notes + scanned + sandbox.BoundedExecute.incidents
+    run.held_before = [n for n in scanned if n.startswith(HOLD_NOTE)]
+    graded = api.autograde(lesson, student, force=True, create=True)
+    held = [n for n in run.held if not n.startswith(HOLD_NOTE)]
+    notes = inspection.notes + scanned + run.incidents
     if not graded["success"]:
         last = [line for line in graded["log"].splitlines() if line.strip()][-1:]
         return StudentResult(student, f"error: nbgrader failed: {printable(' '.join(last))[:300]}", zero)
@@ -460,8 +456,6 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
     gradebook is written by one at a time). Writes ``csv_path`` if given: see
     ``export.ExerciseCsvExport``.
     """
-    from nbgrader.apps import NbGraderAPI
-
     from mi_course.grading.export import export_csv
 
     if jobs < 1:
@@ -469,78 +463,96 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
     submissions = Path(submissions).resolve()
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions}")
-    students = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
-    exercises = autograded_cells(lesson)
-    limits = limits or sandbox.Limits()
-    if limits.memory and _cuda_visible():
-        warnings.warn("CUDA is visible: no address-space limit on kernels (CUDA reserves far more address "
-                      "space than it uses); memory bombs are bounded only by the machine.", stacklevel=2)
-        limits = replace(limits, memory=0)
+    students = sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
     if feedback_dir is None and csv_path is not None:
         feedback_dir = Path(csv_path).parent / "feedback"
+    with tempfile.TemporaryDirectory(prefix="mi-course-autograde-") as tmp:
+        batch = _plan(lesson, submissions, Path(work_dir or tmp), feedback_dir, limits or sandbox.Limits(), isolation)
+        results, todo, digests = _sort_out(batch, students, force)
+        with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
+                  unit="student") as bar:
+            for student, result in _graded(batch, todo, jobs):
+                _save(batch.work, lesson, result, "" if result.status.startswith(RETRY) else digests[student])
+                results[student] = result
+                bar.update(1)
+        if csv_path is not None:
+            export_csv(batch.work, Path(csv_path), [lesson], students, submissions=[submissions])
+    return [results[student] for student in students]
+
+
+def _plan(lesson: str, submissions: Path, work: Path, feedback_dir: Path | None, limits: sandbox.Limits,
+          isolation: str) -> _Batch:
+    """Plan the batch: the limits that apply here, the kernel's sandbox (what it must not see), the
+    assignment generated in the work folder, the model prepared."""
+    from nbgrader.apps import NbGraderAPI
+
+    if limits.memory and _cuda_visible():
+        warnings.warn("CUDA is visible: no address-space limit on kernels (CUDA reserves far more address "
+                      "space than it uses); memory bombs are bounded only by the machine.", stacklevel=3)
+        limits = replace(limits, memory=0)
     if feedback_dir is not None:
         feedback_dir = Path(feedback_dir).resolve()
         feedback_dir.mkdir(parents=True, exist_ok=True)  # exists now, so it is hidden from every kernel
     isolate = _use_isolation(isolation)
     if isolate:
         _prepare_model()
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    config = _config(work, limits)
+    released = _prepare_assignment(NbGraderAPI(config=config), config, lesson, work)
+    checkout = course_root()
+    secret = [work, submissions, checkout / "solutions", checkout / "autograder", checkout / ".git",
+              checkout / ".nbgrader", *([feedback_dir] if feedback_dir else [])]
+    box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
+                          rlimits=limits.rlimits(), writable=[])
+    key = json.dumps([asdict(limits), isolate, feedback_dir is not None])
+    return _Batch(lesson, work, released, autograded_cells(lesson), limits, box, feedback_dir, submissions, key)
+
+
+def _sort_out(batch: _Batch, students: list[str], force: bool):
+    """Sort the students out before anything runs: ``(results, todo, digests)``. ``results`` holds
+    the rows settled already (a refused id, no notebook, a link, a stored result for the very same
+    bytes and settings), stored at once; ``todo`` the ``(student, notebook path parts)`` to grade;
+    ``digests`` what each readable submission's stored result will be keyed by."""
+    lesson, work, submissions = batch.lesson, batch.work, batch.submissions
     results: dict[str, StudentResult] = {}
-    with tempfile.TemporaryDirectory(prefix="mi-course-autograde-") as tmp:
-        work = Path(work_dir or tmp).resolve()
-        work.mkdir(parents=True, exist_ok=True)
-        config = _config(work, limits)
-        released = _prepare_assignment(NbGraderAPI(config=config), config, lesson, work)
-        checkout = course_root()
-        secret = [work, submissions, checkout / "solutions", checkout / "autograder", checkout / ".git",
-                  checkout / ".nbgrader", *([feedback_dir] if feedback_dir else [])]
-        box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
-                              rlimits=limits.rlimits(), writable=[])
-        batch = _Batch(lesson, work, released, exercises, limits, box, feedback_dir, submissions)
-        key = json.dumps([asdict(limits), isolate, feedback_dir is not None])
-        todo, digests = [], {}
-        for folder in students:
-            student, zero = folder.name, dict.fromkeys(exercises, 0.0)
-            why = refused_id(student)
-            if why:  # before anything reaches nbgrader (which reads ids as glob patterns)
-                results[student] = StudentResult(student, f"error: {why}", zero)
-                continue
-            parts = _find_notebook(submissions, student, lesson)
-            if parts is None:
-                results[student] = StudentResult(student, "error: no single notebook found in the student's "
-                                                 "folder", zero)
-                continue
-            try:
-                data = read_plain(submissions, parts, limits.notebook)
-                extras = b"".join(_exchange_file(submissions, parts, name) or b"" for name in EXCHANGE_FILES)
-            except (NotPlain, OSError) as err:
-                # A link could point at the instructor's solution or another student's work.
-                results[student] = StudentResult(student, f"error: the submission is not a plain file "
-                                                 f"({printable(err)})", zero)
-                continue
-            digests[student] = hashlib.sha256(data + extras + key.encode()).hexdigest()
-            cache = _cache(work, lesson, student)
-            saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
-            if saved.pop("digest", None) == digests[student]:
-                results[student] = StudentResult(**saved, reused=True)
-            else:
-                todo.append((student, parts))
-        for student, result in results.items():  # export reports them too; no earlier grade stays
-            if student not in digests and not refused_id(student):
-                _forget(config.CourseDirectory, lesson, student)
-            _save(work, lesson, result, digests.get(student, ""))
-        reused = sum(r.reused for r in results.values())
-        if reused:
-            print(f"reusing {reused} graded submission(s) from {work} (unchanged since graded; --force regrades "
-                  "them)", file=sys.stderr)
-        with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
-                  unit="student") as bar:
-            for student, result in _graded(batch, todo, jobs):
-                _save(work, lesson, result, "" if result.status.startswith(RETRY) else digests[student])
-                results[student] = result
-                bar.update(1)
-        if csv_path is not None:
-            export_csv(work, Path(csv_path), [lesson], [f.name for f in students], submissions=[submissions])
-    return [results[f.name] for f in students]
+    todo, digests = [], {}
+    zero = dict.fromkeys(batch.exercises, 0.0)
+    for student in students:
+        why = refused_id(student)
+        if why:  # before anything reaches nbgrader (which reads ids as glob patterns)
+            results[student] = StudentResult(student, f"error: {why}", dict(zero))
+            continue
+        parts = _find_notebook(submissions, student, lesson)
+        if parts is None:
+            results[student] = StudentResult(student, "error: no single notebook found in the student's folder",
+                                             dict(zero))
+            continue
+        try:
+            data = read_plain(submissions, parts, batch.limits.notebook)
+            extras = b"".join(_exchange_file(submissions, parts, name) or b"" for name in EXCHANGE_FILES)
+        except (NotPlain, OSError) as err:
+            # A link could point at the instructor's solution or another student's work.
+            results[student] = StudentResult(student, f"error: the submission is not a plain file "
+                                             f"({printable(err)})", dict(zero))
+            continue
+        digests[student] = hashlib.sha256(data + extras + batch.key.encode()).hexdigest()
+        cache = _cache(work, lesson, student)
+        saved = json.loads(cache.read_text()) if cache.is_file() and not force else {}
+        if saved.pop("digest", None) == digests[student]:
+            results[student] = StudentResult(**saved, reused=True)
+        else:
+            todo.append((student, parts))
+    course = _config(work, batch.limits).CourseDirectory
+    for student, result in results.items():  # export reports them too; no earlier grade stays
+        if student not in digests and not refused_id(student):
+            _forget(course, lesson, student)
+        _save(work, lesson, result, digests.get(student, ""))
+    reused = sum(r.reused for r in results.values())
+    if reused:
+        print(f"reusing {reused} graded submission(s) from {work} (unchanged since graded; --force regrades "
+              "them)", file=sys.stderr)
+    return results, todo, digests
 
 
 def _cache(work: Path, lesson: str, student: str) -> Path:

@@ -55,7 +55,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from traitlets import Float, Integer
+from traitlets import Float, Instance, Integer
 
 from nbgrader.preprocessors import Execute
 
@@ -115,15 +115,6 @@ class Sandbox:
     lifeline: bool = False  # stdin is the grader's pipe: the kernel ends when it closes
 
 
-# The settings of the kernel being started (the grader grades one submission at a time); None: no
-# isolation. Set by autograde; built there, since a Sandbox's defaults import the model library.
-current: Sandbox | None = None
-# Connection folders of the kernels started, removed once their notebook is done.
-_run_dirs: list[Path] = []
-# The grader's ends of the kernels' lifelines (closing one ends its kernel).
-_lifelines: list[int] = []
-
-
 class GradebookLock:
     """One writer at a time on a gradebook shared by parallel graders (``flock`` on ``path``).
 
@@ -158,8 +149,26 @@ class GradebookLock:
             self.__enter__()
 
 
-# The lock of this grader process (set by the grader; None: nothing to share).
-gradebook_lock: GradebookLock | None = None
+class Run:
+    """One submission's execution, shared by the grader and ``BoundedExecute``: what the kernel
+    may do (``box``; None: limits only), the gradebook lock to let go of while it runs, reasons
+    to hold the submission found before it runs, and what happened (``incidents``, ``held``).
+
+    It reaches ``BoundedExecute`` through nbgrader's configuration, which deep-copies its
+    values: a copy is this same object, so what the executor records, the grader reads."""
+
+    def __init__(self, box: Sandbox | None = None, lock: GradebookLock | None = None,
+                 held_before: list[str] = ()):
+        self.box, self.lock, self.held_before = box, lock, list(held_before)
+        self.incidents: list[str] = []
+        self.held: list[str] = []
+        # Connection folders of the kernels started and the grader's ends of their lifelines
+        # (closing one ends its kernel): removed and closed once the notebook is done.
+        self.run_dirs: list[Path] = []
+        self.lifelines: list[int] = []
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def isolation_available() -> tuple[bool, str]:
@@ -182,20 +191,23 @@ class SandboxKernelManager(AsyncKernelManager):
     seen by the grader), and its launcher's stdin is a pipe the grader holds (``lifeline``):
     when the grader ends, however it ends, the launcher kills the kernel."""
 
+    run = Instance(Run, args=(), help="The submission's run: its sandbox (none: limits only), where "
+                   "lifelines and folders are recorded.")
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = Path(tempfile.mkdtemp(prefix="mi-k-"))
         self.work_dir = self.run_dir / "work"
         self.work_dir.mkdir()
         # A root grader's isolated kernel runs as nobody: it must reach its sockets and connection file.
-        self._nobody = bool(current and current.isolate) and os.geteuid() == 0
+        self._nobody = bool(self.run.box and self.run.box.isolate) and os.geteuid() == 0
         if self._nobody:
             for path in (self.run_dir, self.work_dir):
                 os.chown(path, NOBODY, NOBODY)
         self.transport = "ipc"
         self.ip = str(self.run_dir / "k")
         self.connection_file = str(self.run_dir / f"kernel-{uuid.uuid4().hex[:8]}.json")
-        _run_dirs.append(self.run_dir)
+        self.run.run_dirs.append(self.run_dir)
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
@@ -204,7 +216,7 @@ class SandboxKernelManager(AsyncKernelManager):
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         read, write = os.pipe()  # the lifeline: not inherited by anything else (close-on-exec)
-        _lifelines.append(write)
+        self.run.lifelines.append(write)
         kw["stdin"] = read
         try:
             await super()._async_launch_kernel(kernel_cmd, **kw)
@@ -213,7 +225,7 @@ class SandboxKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        box = current or Sandbox(isolate=False)
+        box = self.run.box or Sandbox(isolate=False)
         settings = Sandbox(**{**asdict(box), "cwd": str(self.work_dir), "lifeline": True,
                               "writable": [*box.writable, str(self.run_dir)]})
         return [sys.executable, str(LAUNCHER), json.dumps(asdict(settings)), "--", *command]
@@ -236,11 +248,8 @@ class BoundedExecute(Execute):
     interrupt_grace = Float(10.0, help="Seconds a timed-out cell has to stop after the interrupt; then "
                             "the kernel is killed and the rest is not run.").tag(config=True)
 
-    # What happened to the last notebook, for the grader's report (one submission at a time).
-    incidents: list[str] = []
-    held: list[str] = []
-    # Reasons to hold the next notebook found before it runs (the grader's static scan).
-    preset_held: list[str] = []
+    run = Instance(Run, args=(), help="The submission's run: sandbox, gradebook lock, and where what "
+                   "happened is recorded.").tag(config=True)
 
     def __init__(self, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -248,6 +257,10 @@ class BoundedExecute(Execute):
         super().__init__(**kwargs)
         self.kernel_name = "python3"
         self._key = None
+
+    def create_kernel_manager(self):
+        self.km = self.kernel_manager_class(kernel_name=self.kernel_name, config=self.config, run=self.run)
+        return self.km
 
     # -- the hidden tests' guard -------------------------------------------------------------
     async def async_start_new_kernel_client(self):
@@ -294,7 +307,7 @@ class BoundedExecute(Execute):
             text = why.get("data", {}).get("text/plain", "") if why.get("status") == "ok" else why.get("ename", "")
         except Exception:  # noqa: BLE001  a kernel that does not answer: no words to add
             return
-        BoundedExecute.held[-1] += f" [the kernel says: {text.strip(chr(39) + chr(34))[:300]}]"
+        self.run.held[-1] += f" [the kernel says: {text.strip(chr(39) + chr(34))[:300]}]"
 
     # nbclient binds its sync entry points to its own coroutines: bind them to these.
     start_new_kernel_client = run_sync(async_start_new_kernel_client)
@@ -311,13 +324,13 @@ class BoundedExecute(Execute):
             else:
                 forged += 1
         if forged:
-            BoundedExecute.held.append(f"{name}: {forged} check line(s) the grader did not write")
+            self.run.held.append(f"{name}: {forged} check line(s) the grader did not write")
         elif len(valid) != 1:
             if not any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
-                BoundedExecute.held.append(f"{name}: the grader's check did not report (how cells run was changed)")
+                self.run.held.append(f"{name}: the grader's check did not report (how cells run was changed)")
                 return False
         elif valid[0][0] == "held":
-            BoundedExecute.held.append(f"{name}: {valid[0][1]}")
+            self.run.held.append(f"{name}: {valid[0][1]}")
         elif valid[0][0] == "fail" and not any(o.output_type == "error" for o in cell.outputs):
             ename, _, evalue = valid[0][1].partition(": ")
             cell.outputs.append(NotebookNode(output_type="error", ename=ename, evalue=evalue,
@@ -331,7 +344,7 @@ class BoundedExecute(Execute):
             return False
         if not self._truncated:
             self._truncated = True
-            BoundedExecute.incidents.append(f"output over {self.max_output_bytes // 1024} KiB truncated")
+            self.run.incidents.append(f"output over {self.max_output_bytes // 1024} KiB truncated")
         return True
 
     def process_message(self, msg, cell, cell_index):
@@ -395,7 +408,7 @@ class BoundedExecute(Execute):
         self._kill()
 
     def preprocess(self, nb, resources=None, km=None):
-        BoundedExecute.incidents, BoundedExecute.held = [], list(BoundedExecute.preset_held)
+        self.run.incidents, self.run.held = [], list(self.run.held_before)
         self._index, self._output_bytes, self._truncated, self._wall_hit = -1, 0, False, False
         self._truncation_shown, self._busy, self._stuck, self._stuck_killed, self._dead = False, None, None, None, False
         self._key, self._verdicts = None, []
@@ -403,7 +416,7 @@ class BoundedExecute(Execute):
         timer.daemon = True
         timer.start()
         try:
-            with gradebook_lock.released() if gradebook_lock else contextlib.nullcontext():
+            with self.run.lock.released() if self.run.lock else contextlib.nullcontext():
                 nb, resources = super().preprocess(nb, resources, km)
         except (DeadKernelError, CellTimeoutError, RuntimeError) as err:
             # CellTimeoutError: the kernel ignored the interrupt (it is shut down on the way out).
@@ -419,7 +432,7 @@ class BoundedExecute(Execute):
             else:
                 reason = f"the kernel could not start ({str(err).splitlines()[0][:200] if str(err) else err!r})"
             where = self._index
-            BoundedExecute.incidents.append(f"{reason} in cell {where + 1}" if where >= 0 else reason)
+            self.run.incidents.append(f"{reason} in cell {where + 1}" if where >= 0 else reason)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type == "code" and index >= max(where, 0):
                     cell.setdefault("outputs", []).append(NotebookNode(
@@ -428,13 +441,13 @@ class BoundedExecute(Execute):
             timer.cancel()
             if self._stuck is not None:
                 self._stuck.cancel()
-            while _lifelines:
+            while self.run.lifelines:
                 with contextlib.suppress(OSError):
-                    os.close(_lifelines.pop())
-            while _run_dirs:
-                shutil.rmtree(_run_dirs.pop(), ignore_errors=True)
-        if BoundedExecute.held:
-            reason = "; ".join(dict.fromkeys(BoundedExecute.held))[:600]
+                    os.close(self.run.lifelines.pop())
+            while self.run.run_dirs:
+                shutil.rmtree(self.run.run_dirs.pop(), ignore_errors=True)
+        if self.run.held:
+            reason = "; ".join(dict.fromkeys(self.run.held))[:600]
             for cell in nb.cells:
                 if cell.cell_type == "code" and is_test_cell(cell):
                     cell.setdefault("outputs", []).append(NotebookNode(
