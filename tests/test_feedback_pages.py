@@ -45,6 +45,7 @@ HOSTILE_HTML = [
     f"<scr<script>ipt>alert('{PWNED}-split')</script>",
     f"<math><mi xlink:href=\"javascript:alert('{PWNED}-math')\">x</mi></math>",
     f"<base href=\"https://evil.example/{PWNED}/\"><link rel=stylesheet href=\"https://evil.example/{PWNED}.css\">",
+    f"<div class=\"navbar-fixed-top alert alert-success\">Reviewed by hand: full marks {PWNED}</div>",
 ]
 HOSTILE_SVG = (f'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(\'{PWNED}-svg\')"><script>alert(\'{PWNED}-svg2\')'
                '</script><circle r="5"/></svg>')
@@ -139,6 +140,8 @@ def assert_inert(page: str) -> None:
                     and url.startswith("http"), (tag.name, value)
             if name == "style":
                 assert "position" not in value, value
+            if name == "class" and PWNED in tag.get_text():
+                assert not re.search("fixed|modal|navbar", " ".join(value)), value
     assert "text/x-mathjax-config" not in page and "mathjax" not in " ".join(
         str(s.get("src")) for s in soup.find_all("script")).lower()
 
