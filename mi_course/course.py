@@ -34,6 +34,11 @@ def lesson_names(root: Path | None = None) -> list[str]:
     return sorted(p.name for p in source.iterdir() if (p / f"{p.name}.ipynb").is_file())
 
 
+def solution_notebook(lesson: str, root: Path | None = None) -> Path:
+    """The instructor's source notebook of ``lesson`` (a lesson's folder name): ``solutions/<lesson>/<lesson>.ipynb``."""
+    return (root or course_root()) / "solutions" / lesson / f"{lesson}.ipynb"
+
+
 def lesson_name(lesson: str, root: Path | None = None) -> str:
     """Resolve ``"1"``, ``"01"`` or ``"01_tokens_and_logits"`` to the lesson's folder name."""
     names = lesson_names(root)

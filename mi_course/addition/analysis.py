@@ -147,7 +147,7 @@ CLAIMS = {
 }
 
 
-def test_claims(table: dict, roles: dict[int, int], broken: float = 0.5, intact: float = 0.9) -> dict[int, dict]:
+def claim_verdicts(table: dict, roles: dict[int, int], broken: float = 0.5, intact: float = 0.9) -> dict[int, dict]:
     """Judge each claim on an ``ablation_table``: it holds when ablating the head with that
     offset leaves the target category below ``broken`` accuracy and every spared category at
     ``intact`` or more (measured shares). Returns ``{offset: {"head", "target", "accuracy",
@@ -397,7 +397,7 @@ def head_logit_attribution(model, tokens: torch.Tensor) -> torch.Tensor:
 def run_summary(model, suite: dict[str, torch.Tensor], reference: torch.Tensor, tokens: torch.Tensor) -> dict:
     """What lesson 7 measures on one trained model, to compare runs of the recipe: ``rates``
     (``{category: (k, n)}`` on ``suite``), ``offsets`` and ``clarity`` (per head, from the
-    staircase on ``tokens``), ``claims`` (``test_claims`` of the mean-ablation table over
+    staircase on ``tokens``), ``claims`` (``claim_verdicts`` of the mean-ablation table over
     ``reference``: per offset, the target's accuracy, the spared accuracies and the verdict;
     ``None`` when the heads do not take the three offsets one each) and ``deltas`` (the seed's
     ``loss_deltas`` on ``tokens``, each head alone, then each pair of heads)."""
@@ -407,7 +407,7 @@ def run_summary(model, suite: dict[str, torch.Tensor], reference: torch.Tensor, 
     pairs = [(a, b) for a in range(heads) for b in range(a + 1, heads)]
     claims = None
     if sorted(roles.values()) == list(range(3)) and heads == 3:
-        verdicts = test_claims(ablation_table(model, suite, reference, "mean"), roles)
+        verdicts = claim_verdicts(ablation_table(model, suite, reference, "mean"), roles)
         claims = {o: {"accuracy": v["accuracy"].p, "spared": {k: r.p for k, r in v["spared"].items()}, "holds": v["holds"]}
                   for o, v in verdicts.items()}
     return {

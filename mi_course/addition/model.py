@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: no widget left blank in a saved notebook
 
 from mi_course.addition import data
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
-from mi_course.course import course_root
+from mi_course.course import course_root, solution_notebook
 from mi_course.grading import sandbox
 from mi_course.grading.config import nbgrader_config
 from mi_course.grading.tamper import HOLD_NOTE, Unreadable, is_test_cell, read_submission, repair, suspicious
@@ -53,7 +53,7 @@ RETRY = "error: grader failure: "
 
 def autograded_cells(lesson: str) -> dict[str, float]:
     """``grade_id -> points`` of the lesson's autograded test cells (graded, not a solution)."""
-    nb = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    nb = nbformat.read(solution_notebook(lesson), as_version=4)
     return {cell.metadata.nbgrader["grade_id"]: float(cell.metadata.nbgrader.get("points", 0))
             for cell in nb.cells if is_test_cell(cell)}
 
@@ -258,7 +258,7 @@ def _sha256(path: Path) -> str:
 
 def _prepare_assignment(api, config, lesson: str, work: Path) -> Path:
     """Generate the assignment (gradebook + released notebook) unless this work folder has it already."""
-    source = course_root() / "solutions" / lesson / f"{lesson}.ipynb"
+    source = solution_notebook(lesson)
     released = Path(config.CourseDirectory.release_directory) / lesson / f"{lesson}.ipynb"
     stamp = work / f"{lesson}.source.sha256"
     if released.is_file() and stamp.is_file() and stamp.read_text() == _sha256(source):
@@ -371,7 +371,7 @@ def _grade_one(api, run: sandbox.Run, batch: _Batch, student: str, notebook: tup
         except (NotPlain, OSError) as err:
             raise Unreadable(f"the submission is not a plain file ({printable(err)})") from None
         submitted = read_submission(data, limits.notebook)
-        source = nbformat.read(course_root() / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+        source = nbformat.read(solution_notebook(lesson), as_version=4)
         reference = nbformat.read(batch.released, as_version=4)
         inspection = repair(submitted, reference, lesson, source)
     except Unreadable as err:

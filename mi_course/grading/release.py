@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from mi_course.course import HEADER_TAG, course_root, header_cells
+from mi_course.course import HEADER_TAG, header_cells, solution_notebook
 from mi_course.grading.config import nbgrader_config
 
 
@@ -33,7 +33,7 @@ def generate(lesson: str, release_dir: Path | None = None, update_header: bool =
     from nbgrader.apps import NbGraderAPI
 
     if update_header:
-        refresh_header(course_root() / "solutions" / lesson / f"{lesson}.ipynb")
+        refresh_header(solution_notebook(lesson))
     with tempfile.TemporaryDirectory(prefix="mi-course-release-") as work:
         config = nbgrader_config(Path(work), work=Path(work), release=release_dir)
         result = NbGraderAPI(config=config).generate_assignment(lesson, force=True, create=True)
