@@ -89,7 +89,7 @@ def count_work(model):
         counts["token_layers"] += x.shape[0] * x.shape[1]
         counts["forwards"] += module is layers[0]
 
-    layers = model.hf.model.layers
+    layers = architecture.layers(model.hf)
     handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
     try:
         yield counts
