@@ -28,11 +28,23 @@ return dla(model, parts["attn"][:, 0, position], final, direction), dla(model, p
 """,
     "ex6_hypotheses": """
 from mi_course.addition.prompts import interchange_hypotheses as ih
-return ih(base, source)
+return ih(base, source, operand)
 """,
     "ex7_interchange": """
 from mi_course.addition.prompts import interchange_rows as ir
-return ir(model, [(base_text, source_text, position)], layer, component)[0]
+return ir(model, [(b, s, position) for b, s in zip(base_texts, source_texts)], layer, component)
+""",
+    "ex8_follow_rates": """
+from mi_course.addition.prompts import follow_rates as fr
+return fr(model, pairs, operand, position, layers, component)
+""",
+    "ex9_head_patch": """
+from mi_course.addition.prompts import patch_digit_probs as pdp
+return pdp(model, base_texts, source_texts, [layer], [position], heads=range(model.config.num_attention_heads))[0]
+""",
+    "ex10_operator_rates": """
+from mi_course.addition.prompts import operator_rates as orr
+return orr(model, pairs, layer, groups)
 """,
 }
 
@@ -40,5 +52,5 @@ HARDCODED = {
     "ex1_read_answer": 'return {" 385;": 385, "47": 47}.get(continuation)',
     "ex2_accuracy": "return 0.4",
     "ex4_first_layers": "return [30, 25, 25]",
-    "ex6_hypotheses": 'return {"ignored": 7, "operand": 9, "copied": 5}',
+    "ex6_hypotheses": 'return {"base": 4, "operand": 8, "result": 7, "copied": 5}',
 }
