@@ -38,6 +38,10 @@ BY_REFERENCE = {
         from mi_course.addition.prompts import greedy_continuations as _gc, read_answer as _ra
         return _ra(_gc(model, [prompt], max_new_tokens)[0])
         """,
+    "ex8_sampling": """
+        from mi_course.sampling import sample_next_token as _snt
+        return _snt(logits, temperature, top_k, top_p, generator)
+        """,
 }
 
 HARDCODED = {
