@@ -160,7 +160,8 @@ def patching_costs(model, repeat: int) -> None:
     the number of cells."""
     def sweep(pair, answers, layers, positions, fns=("loop", "batched", "cached")):
         layers, positions = list(layers), list(positions)
-        args = (model, *patching.prompt_pair(model, *pair), *patching.answer_ids(model, *answers), layers, positions)
+        metric = patching.logit_diff_metric(*patching.answer_ids(model, *answers))
+        args = (model, *patching.prompt_pair(model, *pair), metric, layers, positions)
         funcs = {"loop": patching.patch_residual_loop, "batched": patching.patch_residual_batched,
                  "cached": patching.patch_residual_cached}
         t = side_by_side({name: lambda f=funcs[name]: f(*args) for name in fns}, repeat)

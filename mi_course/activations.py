@@ -61,6 +61,17 @@ def positions_of(model, text: str, word: str) -> list[int]:
 
 
 @contextlib.contextmanager
+def hooks(handles):
+    """Run the block with PyTorch hooks in place: ``handles`` are what ``register_forward_hook`` and the like
+    returned; each is removed after the block, even when it raises."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def eager_attention(model):
     """Run ``model`` with eager attention inside the block (so attention modules return
     their weights), then restore the implementation it had. ``load_model`` already loads

@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from mi_course.patching import head_dim, logit_diff
+from mi_course.patching import Metric, head_dim
 
 
-def logit_diff_metric(correct_id: int, wrong_id: int):
-    """The metric of lesson 5 as a function of the logits: ``[batch, pos, vocab]`` -> a scalar (summed over the batch)."""
-    return lambda logits: logit_diff(logits, correct_id, wrong_id).sum()
-
-
-def residual_attribution(model, clean_ids, corrupted_ids, metric) -> torch.Tensor:
+def residual_attribution(model, clean_ids, corrupted_ids, metric: Metric) -> torch.Tensor:
     """Estimated change of ``metric(logits)`` when layer l's output at position p is patched from the clean
     run into the corrupted run: ``[1, pos]`` ids each -> ``[n_layers, pos]``.
 
@@ -38,7 +33,7 @@ def residual_attribution(model, clean_ids, corrupted_ids, metric) -> torch.Tenso
     with torch.enable_grad(), lm.trace(corrupted_ids):
         lm.model.embed_tokens.output.requires_grad_(True)
         acts = [layer.output for layer in lm.model.layers]
-        value = metric(lm.lm_head.output)
+        value = metric(lm.lm_head.output).sum()
         with value.backward():
             grads = [act.grad[0] for act in reversed(acts)].save()  # gradients arrive last layer first
         corrupted = [act[0].detach() for act in acts].save()
@@ -55,7 +50,7 @@ def head_inputs(model, ids, position: int = -1) -> torch.Tensor:
     return torch.stack(list(outs)).detach()
 
 
-def head_attribution(model, ids, patch: torch.Tensor, metric, position: int = -1) -> torch.Tensor:
+def head_attribution(model, ids, patch: torch.Tensor, metric: Metric, position: int = -1) -> torch.Tensor:
     """Estimated change of ``metric(logits)`` when each head's output at ``position`` is replaced by its
     slice of ``patch`` (``[n_layers, d_model]`` or ``[n_layers, batch, d_model]``, e.g. the clean run's
     :func:`head_inputs`, or a mean over prompts): ``[batch, pos]`` ids -> ``[n_layers, n_heads]``,
@@ -65,7 +60,7 @@ def head_attribution(model, ids, patch: torch.Tensor, metric, position: int = -1
     with torch.enable_grad(), lm.trace(ids):
         lm.model.embed_tokens.output.requires_grad_(True)
         acts = [layer.self_attn.o_proj.input for layer in lm.model.layers]
-        value = metric(lm.lm_head.output)
+        value = metric(lm.lm_head.output).sum()
         with value.backward():
             grads = [act.grad[:, position] for act in reversed(acts)].save()
         here = [act[:, position].detach() for act in acts].save()

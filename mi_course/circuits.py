@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mi_course import architecture
+from mi_course.activations import hooks
 
 CHECKPOINT = Path(__file__).with_name("induction_2layer.pt")
 
@@ -65,13 +66,8 @@ def half_losses(losses: torch.Tensor, half: int) -> tuple[torch.Tensor, torch.Te
 def attention_patterns(model, ids: torch.Tensor, ablate=()) -> torch.Tensor:
     """Attention of every head of the embedded model, with the ``(layer, head)`` in ``ablate``
     zero-ablated: ``[batch, pos]`` -> ``[batch, layer, head, q, k]``."""
-    hooks = _zero_heads(model, [list(ablate)], ids.shape[0])
-    try:
-        with torch.no_grad():
-            out = model.hf(ids, output_attentions=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with hooks(_zero_heads(model, [list(ablate)], ids.shape[0])), torch.no_grad():
+        out = model.hf(ids, output_attentions=True)
     return torch.stack(out.attentions, dim=1)
 
 
@@ -104,13 +100,8 @@ def ablated_losses(model, ids: torch.Tensor, head_sets, half: int, sets_per_batc
     for start in range(0, len(head_sets), sets_per_batch):
         chunk = head_sets[start:start + sets_per_batch]
         big = ids.repeat(len(chunk), 1)
-        hooks = _zero_heads(model, chunk, n)
-        try:
-            with torch.no_grad():
-                losses = token_losses(model.hf(big).logits, big).reshape(len(chunk), n, -1)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        with hooks(_zero_heads(model, chunk, n)), torch.no_grad():
+            losses = token_losses(model.hf(big).logits, big).reshape(len(chunk), n, -1)
         out.append(torch.stack([losses[:, :, :half].mean((1, 2)), losses[:, :, half + 1:].mean((1, 2))], dim=-1))
     return torch.cat(out)
 

@@ -64,18 +64,16 @@ def cmd_doctor(args) -> int:
 
 def cmd_release(args) -> int:
     from mi_course.course import lesson_name, lesson_names
-    from mi_course.grading.release import generate
+    from mi_course.grading import exchange, release
 
     if args.force and not args.exchange:
         raise ValueError("--force replaces an earlier release on the exchange: it needs --exchange ROOT")
     lessons = [lesson_name(x) for x in args.lessons] or lesson_names()
     for lesson in lessons:
-        generated = generate(lesson, Path(args.to) if args.to else None)
+        generated = release.generate(lesson, Path(args.to) if args.to else None)
         print(f"generated {generated}")
         if args.exchange:
-            from mi_course.grading.exchange import release
-
-            print(f"released  {release(lesson, Path(args.exchange), generated.parents[1], args.force)}")
+            print(f"released  {exchange.release(lesson, Path(args.exchange), generated.parents[1], args.force)}")
     return 0
 
 
@@ -148,23 +146,21 @@ def cmd_grade_written(args) -> int:
 
 def cmd_collect(args) -> int:
     from mi_course.course import lesson_name
-    from mi_course.grading.collect import DEFAULT_PATTERN, LATEST_RULE, collect
+    from mi_course.grading import collect, exchange
 
     if (args.source is None) == (args.exchange is None):
         raise ValueError("give either SOURCE (LMS downloads) or --exchange ROOT, not both or neither")
     if args.exchange:
         if args.pattern:
             raise ValueError("--pattern is for LMS file names; the exchange knows its students")
-        from mi_course.grading.exchange import collect as collect_exchange
-
-        students = collect_exchange(lesson_name(args.lesson), Path(args.exchange), Path(args.to))
+        students = exchange.collect(lesson_name(args.lesson), Path(args.exchange), Path(args.to))
         from mi_course.grading.autograde import printable
 
         print(f"{args.to} now holds the latest exchange submission of {len(students)} student(s): "
               f"{printable(', '.join(students))}")
         return 0
     lesson = lesson_name(args.lesson)
-    found = collect(lesson, Path(args.source), Path(args.to), args.pattern or DEFAULT_PATTERN)
+    found = collect.collect(lesson, Path(args.source), Path(args.to), args.pattern or collect.DEFAULT_PATTERN)
     from mi_course.grading.autograde import printable
 
     for student, kept in found.students.items():
@@ -177,7 +173,7 @@ def cmd_collect(args) -> int:
         print(f"REFUSED: {printable(line)}")
     superseded = sum(map(len, found.superseded.values()))
     print(f"{len(found.students)} student(s) collected into {printable(Path(args.to))}/<student>/{lesson}.ipynb; "
-          f"{superseded} superseded" + (f" (kept the latest: {LATEST_RULE})" if superseded else "") +
+          f"{superseded} superseded" + (f" (kept the latest: {collect.LATEST_RULE})" if superseded else "") +
           f"; {len(found.unmatched)} file(s) not matched; {len(found.refused)} refused.")
     return 1 if found.unmatched or found.refused else 0
 

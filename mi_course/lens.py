@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import torch
 
 from mi_course import architecture
+from mi_course.activations import hooks
 from mi_course.tokens import token_label
 
 
@@ -54,11 +55,8 @@ def residuals_hooks(model, ids: torch.Tensor) -> torch.Tensor:
 
     handles = [layers[0].register_forward_pre_hook(lambda module, args: saved.append(args[0]))]
     handles += [m.register_forward_hook(keep) for m in layers]
-    try:
+    with hooks(handles):
         model.hf(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
     return torch.stack(saved)
 
 
@@ -120,11 +118,8 @@ def component_outputs(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     targets += [(architecture.get(layer, "mlp"), "mlp") for layer in layers]
     handles = [layers[0].register_forward_pre_hook(lambda module, args: saved["embed"].append(args[0]))]
     handles += [module.register_forward_hook(keep(key)) for module, key in targets]
-    try:
+    with hooks(handles):
         model.hf(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
     return {"embed": saved["embed"][0], "attn": torch.stack(saved["attn"]), "mlp": torch.stack(saved["mlp"]),
             "final": saved["final"][0]}
 
@@ -143,11 +138,8 @@ def attention_by_source(model, ids: torch.Tensor, layer: int, pos: int = -1) -> 
     block = architecture.layers(model.hf)[layer]
     n_heads, n_kv, d_head = architecture.heads(model.config)
     saved = {}
-    handle = architecture.attention(block).register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))
-    try:
+    with hooks([architecture.attention(block).register_forward_hook(lambda m, i, o: saved.__setitem__("out", o))]):
         cache = model.hf(ids[:1], use_cache=True).cache
-    finally:
-        handle.remove()
     pattern = saved["out"][1]
     if pattern is None:
         raise ValueError("The attention pattern is not materialised: run the model with eager attention.")

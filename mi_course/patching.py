@@ -12,18 +12,23 @@ position 0 is the prompt's first token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 
 import plotly.express as px
 import torch
 from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
 from mi_course import architecture
-from mi_course.activations import residual_stream
-from mi_course.lens import answer_rank  # noqa: F401  (lesson 5 reads ranks as pt.answer_rank)
+from mi_course.activations import hooks, residual_stream
 from mi_course.tokens import encode, str_tokens, token_id, token_label
 
 COMPONENTS = ("block_output", "mlp_output", "attention_output")
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+"""What a sweep measures on each patched run: logits ``[batch, pos, vocab]`` -> ``[batch]``. Sweeps may keep only
+the last position's logits (``pos`` = 1), so a metric reads position -1."""
 
 
 # --- prompts and metric -------------------------------------------------------------------------
@@ -53,6 +58,11 @@ def logit_diff(logits: torch.Tensor, correct_id: int, wrong_id: int, position: i
     """``logit[correct] - logit[wrong]`` at ``position`` (default: the last token): ``[batch, pos, vocab]`` -> ``[batch]``."""
     at = logits[:, position]
     return at[:, correct_id] - at[:, wrong_id]
+
+
+def logit_diff_metric(correct_id: int, wrong_id: int) -> Metric:
+    """:func:`logit_diff` at the last position as a sweep's metric."""
+    return partial(logit_diff, correct_id=correct_id, wrong_id=wrong_id)
 
 
 def normalised(value: torch.Tensor, clean_value: float, corrupted_value: float) -> torch.Tensor:
@@ -90,20 +100,16 @@ def count_work(model):
         counts["forwards"] += module is layers[0]
 
     layers = architecture.layers(model.hf)
-    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
-    try:
+    with hooks([layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]):
         yield counts
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-def patch_residual_loop(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:
-    """Logit difference after patching the clean residual into the corrupted run, one forward per cell.
+def patch_residual_loop(model, clean_ids, corrupted_ids, metric: Metric, layers, positions) -> torch.Tensor:
+    """``metric`` after patching the clean residual into the corrupted run, one forward per cell.
 
     Returns ``[len(layers), len(positions)]``.
     """
-    cache = residual_cache(model, clean_ids)
+    cache = residual_stream(model, clean_ids)
     lm = model.nnsight
     result = torch.zeros(len(layers), len(positions))
     for i, layer in enumerate(tqdm(layers, desc="loop: layers")):
@@ -111,22 +117,22 @@ def patch_residual_loop(model, clean_ids, corrupted_ids, correct_id, wrong_id, l
             with lm.trace(corrupted_ids):
                 lm.model.layers[layer].output[0, pos] = cache[layer, pos]
                 logits = lm.lm_head.output.save()
-            result[i, j] = logit_diff(logits, correct_id, wrong_id)[0]
+            result[i, j] = metric(logits)[0]
     return result
 
 
 def patch_residual_batched(
-    model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions, batch_size: int = 64
+    model, clean_ids, corrupted_ids, metric: Metric, layers, positions, batch_size: int = 64
 ) -> torch.Tensor:
     """The same sweep as :func:`patch_residual_loop`, many patched runs per forward pass.
 
     Row ``r`` of a batch is a copy of the corrupted prompt whose residual is patched at
     its own cell ``(layer, pos)``. Returns ``[len(layers), len(positions)]``.
     """
-    cache = residual_cache(model, clean_ids)
+    cache = residual_stream(model, clean_ids)
     cells = [(layer, pos) for layer in layers for pos in positions]
     lm = model.nnsight
-    diffs = []
+    values = []
     for start in tqdm(range(0, len(cells), batch_size), desc="batched"):
         chunk = cells[start : start + batch_size]
         with lm.trace(corrupted_ids.expand(len(chunk), -1), logits_to_keep=1):
@@ -135,11 +141,11 @@ def patch_residual_batched(
                 pos = [chunk[r][1] for r in rows]
                 lm.model.layers[layer].output[rows, pos] = cache[layer, pos]
             logits = lm.lm_head.output.save()
-        diffs.append(logit_diff(logits, correct_id, wrong_id))
-    return torch.cat(diffs).reshape(len(layers), len(positions))
+        values.append(metric(logits))
+    return torch.cat(values).reshape(len(layers), len(positions))
 
 
-def patch_residual_cached(model, clean_ids, corrupted_ids, correct_id, wrong_id, layers, positions) -> torch.Tensor:
+def patch_residual_cached(model, clean_ids, corrupted_ids, metric: Metric, layers, positions) -> torch.Tensor:
     """The same sweep as :func:`patch_residual_loop`, computing only what each patch changes.
 
     A run patched at ``(layer, p)`` is the corrupted run up to ``layer``, and at every position before
@@ -172,7 +178,7 @@ def patch_residual_cached(model, clean_ids, corrupted_ids, correct_id, wrong_id,
         x[:, :m] = architecture.call_layer(hf, layer, x[:, :m], mask[None, None, :m, : T + m], q[None, :m], cache)
     logits = hf.lm_head(architecture.final_norm(hf)(x[:, q == T - 1]))  # each cell's last token: [1, cells, vocab]
     rows, cols = torch.tensor([c[2:] for c in cells]).T
-    result[rows, cols] = logit_diff(logits.transpose(0, 1), correct_id, wrong_id).cpu()
+    result[rows, cols] = metric(logits.transpose(0, 1)).cpu()  # [cells, 1, vocab] -> [cells]
     return result
 
 
@@ -187,10 +193,8 @@ def _component_output(module, component: str):
     return module.output[0] if component == "attention_output" else module.output
 
 
-def patch_component_layers(
-    model, clean_ids, corrupted_ids, correct_id, wrong_id, component: str, positions
-) -> torch.Tensor:
-    """Logit difference after patching ``component``'s clean output at ``positions`` of one layer, for each layer.
+def patch_component_layers(model, clean_ids, corrupted_ids, metric: Metric, component: str, positions) -> torch.Tensor:
+    """``metric`` after patching ``component``'s clean output at ``positions`` of one layer, for each layer.
 
     One batched forward: row l patches layer l. Returns ``[n_layers]``.
     """
@@ -203,7 +207,7 @@ def patch_component_layers(
             out = _component_output(_component(lm, layer, component), component)
             out[layer, positions] = clean[layer][0, positions]
         logits = lm.lm_head.output.save()
-    return logit_diff(logits, correct_id, wrong_id)
+    return metric(logits)
 
 
 def nnsight_patch(model, clean_ids, corrupted_ids, layer: int, component: str, position: int) -> torch.Tensor:
@@ -286,12 +290,8 @@ def ablate_heads(model, ids, heads, mean: torch.Tensor | None = None, batch_size
 
             return hook
 
-        hooks = [architecture.out_proj(layers[l]).register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]
-        try:
+        with hooks([architecture.out_proj(layers[l]).register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]):
             logits = model.hf(ids[:, -1:].expand(len(chunk), 1), cache=cache).logits
-        finally:
-            for hook in hooks:
-                hook.remove()
         out.append(logits[:, -1])
     return torch.cat(out)
 

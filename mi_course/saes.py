@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mi_course import architecture
+from mi_course.activations import hooks
 
 CHECKPOINT = Path(__file__).with_name("sae_layer12.pt")
 MASSIVE = 10  # activations with a norm over 10x the median are attention sinks, not text: not trained on
@@ -136,16 +137,12 @@ def residuals(hf_model, ids: torch.Tensor, layer: int, batch: int = 16) -> torch
         saved.append(output[0] if isinstance(output, tuple) else output)
         raise _Stop
 
-    handle = architecture.layers(hf_model)[layer].register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(ids), batch):
-                try:
-                    architecture.backbone(hf_model)(ids[start:start + batch])
-                except _Stop:
-                    pass
-    finally:
-        handle.remove()
+    with hooks([architecture.layers(hf_model)[layer].register_forward_hook(grab)]), torch.no_grad():
+        for start in range(0, len(ids), batch):
+            try:
+                architecture.backbone(hf_model)(ids[start:start + batch])
+            except _Stop:
+                pass
     return torch.cat(saved)
 
 

@@ -134,19 +134,19 @@ def test_patching_clean_into_clean_changes_nothing(model, ids):
     for component in pt.COMPONENTS:
         assert torch.allclose(pt.nnsight_patch(model, clean, clean, 1, component, 3), logits, atol=ATOL)
     diff = pt.logit_diff(logits, 5, 7)
-    sweep = pt.patch_residual_loop(model, clean, clean, 5, 7, [0, 1], [2, -1])
+    sweep = pt.patch_residual_loop(model, clean, clean, pt.logit_diff_metric(5, 7), [0, 1], [2, -1])
     assert torch.allclose(sweep, diff.expand(2, 2), atol=ATOL)
-    by_layer = pt.patch_component_layers(model, clean, clean, 5, 7, "attention_output", [2, 3])
+    by_layer = pt.patch_component_layers(model, clean, clean, pt.logit_diff_metric(5, 7), "attention_output", [2, 3])
     assert torch.allclose(by_layer, diff.expand(model.n_layers), atol=ATOL)
 
 
 def test_cached_and_batched_sweeps_equal_the_loop(model, ids):
     clean, corrupted = ids
     layers, positions = [0, 1], list(range(7, clean.shape[1]))
-    loop = pt.patch_residual_loop(model, clean, corrupted, 5, 7, layers, positions)
-    assert torch.allclose(pt.patch_residual_batched(model, clean, corrupted, 5, 7, layers, positions, batch_size=3),
+    loop = pt.patch_residual_loop(model, clean, corrupted, pt.logit_diff_metric(5, 7), layers, positions)
+    assert torch.allclose(pt.patch_residual_batched(model, clean, corrupted, pt.logit_diff_metric(5, 7), layers, positions, batch_size=3),
                           loop, atol=ATOL)
-    assert torch.allclose(pt.patch_residual_cached(model, clean, corrupted, 5, 7, layers, positions), loop, atol=ATOL)
+    assert torch.allclose(pt.patch_residual_cached(model, clean, corrupted, pt.logit_diff_metric(5, 7), layers, positions), loop, atol=ATOL)
 
 
 def by_hand_ablation(model, ids, layer, head, value):
@@ -201,7 +201,7 @@ def test_steering_and_attribution(model, ids):
     only[2 * d:3 * d] = inputs[1, 2 * d:3 * d]
     assert torch.allclose(steering.function_vector(model, inputs, [(1, 2)]),
                           only @ architecture.out_proj_weight(layer).T, atol=ATOL)
-    metric = attribution.logit_diff_metric(5, 7)
+    metric = pt.logit_diff_metric(5, 7)
     with torch.enable_grad():
         assert torch.allclose(attribution.residual_attribution(model, clean, clean, metric),
                               torch.zeros(model.n_layers, clean.shape[1]), atol=ATOL)

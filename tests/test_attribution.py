@@ -11,7 +11,7 @@ from mi_course import patching as pt
 
 def test_residual_attribution_shape_zero_prefix_and_last_cell(model, pair):
     clean_ids, corrupted_ids, mary, john = pair
-    est = attr.residual_attribution(model, clean_ids, corrupted_ids, attr.logit_diff_metric(mary, john))
+    est = attr.residual_attribution(model, clean_ids, corrupted_ids, pt.logit_diff_metric(mary, john))
     assert est.shape == (model.n_layers, clean_ids.shape[1])
     first = pt.first_difference(clean_ids, corrupted_ids)
     assert float(est[:, :first].abs().max()) < 1e-3  # identical activations: nothing to patch
@@ -31,7 +31,7 @@ def test_residual_attribution_is_the_gradient_times_the_difference(model, pair):
         lm.model.layers[layer].output[0, pos] = corrupted + 0.01 * (clean - corrupted)
         logits = lm.lm_head.output.save()
     small = float(pt.logit_diff(logits, mary, john) - pt.logit_diff(model.hf(corrupted_ids).logits, mary, john))
-    est = attr.residual_attribution(model, clean_ids, corrupted_ids, attr.logit_diff_metric(mary, john))
+    est = attr.residual_attribution(model, clean_ids, corrupted_ids, pt.logit_diff_metric(mary, john))
     assert abs(small / 0.01 - float(est[layer, pos])) < 0.02 * abs(float(est[layer, pos])) + 1e-3
 
 
@@ -39,7 +39,7 @@ def test_head_attribution_matches_a_finite_difference(model, pair):
     clean_ids, corrupted_ids, mary, john = pair
     clean = attr.head_inputs(model, clean_ids)[:, 0]  # [n_layers, d_model]
     corrupted = attr.head_inputs(model, corrupted_ids)[:, 0]
-    est = attr.head_attribution(model, corrupted_ids, clean, attr.logit_diff_metric(mary, john))
+    est = attr.head_attribution(model, corrupted_ids, clean, pt.logit_diff_metric(mary, john))
     assert est.shape == (model.n_layers, model.config.num_attention_heads)
     heads = [(23, 3), (20, 0), (7, 8)]
     small = pt.ablate_heads(model, corrupted_ids, heads, mean=corrupted + 0.01 * (clean - corrupted))
@@ -47,7 +47,7 @@ def test_head_attribution_matches_a_finite_difference(model, pair):
     for (layer, head), row in zip(heads, small):
         change = float(row[mary] - row[john]) - base
         assert abs(change / 0.01 - float(est[layer, head])) < 0.03 * abs(float(est[layer, head])) + 2e-3
-    same = attr.head_attribution(model, corrupted_ids, corrupted, attr.logit_diff_metric(mary, john))
+    same = attr.head_attribution(model, corrupted_ids, corrupted, pt.logit_diff_metric(mary, john))
     assert float(same.abs().max()) < 1e-4  # patching a head with its own value changes nothing
 
 

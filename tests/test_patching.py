@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mi_course import patching as pt
+from mi_course.lens import answer_rank
 from mi_course.tokens import encode, token_id
 
 from conftest import CLEAN
@@ -30,6 +31,18 @@ def test_logit_diff_and_normalised():
     assert torch.allclose(pt.normalised(torch.tensor([-1.0, 1.0, 3.0]), 3.0, -1.0), torch.tensor([0.0, 0.5, 1.0]))
 
 
+def ioi(pair):
+    """``(clean_ids, corrupted_ids, metric)`` of the IOI pair, the metric its logit difference."""
+    clean_ids, corrupted_ids, correct, wrong = pair
+    return clean_ids, corrupted_ids, pt.logit_diff_metric(correct, wrong)
+
+
+def test_logit_diff_metric_reads_the_last_position():
+    logits = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pt.logit_diff_metric(1, 4)(logits), pt.logit_diff(logits, 1, 4))
+    assert torch.equal(pt.logit_diff_metric(1, 4)(logits[:, -1:]), pt.logit_diff(logits, 1, 4))
+
+
 def test_first_difference(pair):
     clean_ids, corrupted_ids, *_ = pair
     assert pt.first_difference(clean_ids, corrupted_ids) == 9
@@ -47,8 +60,8 @@ def test_residual_cache_matches_hidden_states(model, pair):
 
 def test_batched_sweep_equals_loop(model, pair):
     layers, positions = [0, 20, 29], [9, 13]
-    loop = pt.patch_residual_loop(model, *pair, layers, positions)
-    batched = pt.patch_residual_batched(model, *pair, layers, positions, batch_size=4)  # chunks split a layer
+    loop = pt.patch_residual_loop(model, *ioi(pair), layers, positions)
+    batched = pt.patch_residual_batched(model, *ioi(pair), layers, positions, batch_size=4)  # chunks split a layer
     assert torch.allclose(loop, batched, atol=1e-3)
     clean_ld = pt.logit_diff(model.hf(pair[0]).logits, pair[2], pair[3])
     assert torch.allclose(batched[2, 1], clean_ld[0], atol=1e-3)  # last layer, last position = clean run
@@ -57,22 +70,33 @@ def test_batched_sweep_equals_loop(model, pair):
 def test_cached_sweep_equals_loop(model, pair):
     # unsorted, repeated and negative cells; position 0 has no prefix to reuse, layer 29 no layer left to run
     layers, positions = [29, 0, 17, 17], [-1, 0, 9, 11]
-    loop = pt.patch_residual_loop(model, *pair, layers, positions)
-    cached = pt.patch_residual_cached(model, *pair, layers, positions)
+    loop = pt.patch_residual_loop(model, *ioi(pair), layers, positions)
+    cached = pt.patch_residual_cached(model, *ioi(pair), layers, positions)
     assert cached.shape == loop.shape == (4, 4)
     assert (cached - loop).abs().max() < 1e-4
     assert (loop[:, 2] - loop[:, 1]).abs().max() > 1  # patching S2 (position 9) matters: the cells are not all alike
-    assert pt.patch_residual_cached(model, *pair, [], positions).shape == (0, 4)
+    assert pt.patch_residual_cached(model, *ioi(pair), [], positions).shape == (0, 4)
+
+
+def test_sweeps_take_any_metric(model, pair):
+    prob = lambda logits: logits[:, -1].softmax(-1)[:, pair[2]]  # noqa: E731  p(correct answer): [batch]
+    layers, positions = [5, 29], [9, -1]
+    loop = pt.patch_residual_loop(model, *pair[:2], prob, layers, positions)
+    assert torch.allclose(pt.patch_residual_batched(model, *pair[:2], prob, layers, positions), loop, atol=1e-5)
+    assert torch.allclose(pt.patch_residual_cached(model, *pair[:2], prob, layers, positions), loop, atol=1e-5)
+    assert torch.allclose(loop[1, 1], prob(model.hf(pair[0]).logits)[0], atol=1e-5)  # last layer, last position = clean
+    by_layer = pt.patch_component_layers(model, *pair[:2], prob, "attention_output", [13])
+    assert torch.allclose(by_layer[23], prob(pt.nnsight_patch(model, *pair[:2], 23, "attention_output", 13))[0], atol=1e-5)
 
 
 def test_count_work_counts_token_layers(model, pair):
     clean_ids = pair[0]
     T, n = clean_ids.shape[1], model.n_layers
     with pt.count_work(model) as batched:
-        pt.patch_residual_batched(model, *pair, [3, 20], [9, T - 1])
+        pt.patch_residual_batched(model, *ioi(pair), [3, 20], [9, T - 1])
     assert batched == {"token_layers": (1 + 4) * T * n, "forwards": 2}  # the clean cache, then 4 patched rows
     with pt.count_work(model) as cached:
-        pt.patch_residual_cached(model, *pair, [3, 20], [9, T - 1])
+        pt.patch_residual_cached(model, *ioi(pair), [3, 20], [9, T - 1])
     above = (n - 1 - 3) + (n - 1 - 20)  # layers each cell's layer has above it
     want = 2 * T * n + above * (T - 9) + above * 1  # both prompts once, then each cell from its position on
     assert cached["forwards"] == 1 and cached["token_layers"] == want
@@ -92,7 +116,8 @@ def test_pyvene_and_nnsight_give_the_same_patched_logits(model, pair, component)
 
 def test_component_layers_match_single_patches(model, pair):
     clean_ids, corrupted_ids, correct, wrong = pair
-    batched = pt.patch_component_layers(model, clean_ids, corrupted_ids, correct, wrong, "attention_output", [13])
+    metric = pt.logit_diff_metric(correct, wrong)
+    batched = pt.patch_component_layers(model, clean_ids, corrupted_ids, metric, "attention_output", [13])
     single = pt.nnsight_patch(model, clean_ids, corrupted_ids, 23, "attention_output", 13)
     assert batched.shape == (model.n_layers,)
     assert torch.allclose(batched[23], pt.logit_diff(single, correct, wrong)[0], atol=1e-3)
@@ -122,13 +147,13 @@ def test_skip_logits(model):
     # skipping both sublayers of a block is skipping the block
     block4 = pt.skip_logits(model, ids, [[(4, "block")]])[0]
     assert torch.allclose(logits[2], block4, atol=1e-3)
-    assert (pt.answer_rank(logits[0], answers) == 0).all()
-    assert (pt.answer_rank(logits[1], answers) > 0).all()
+    assert (answer_rank(logits[0], answers) == 0).all()
+    assert (answer_rank(logits[1], answers) > 0).all()
 
 
 def test_answer_rank():
     logits = torch.tensor([[0.5, 3.0, -1.0], [1.0, 0.0, 2.0]])
-    assert pt.answer_rank(logits, torch.tensor([1, 1])).tolist() == [0, 2]
+    assert answer_rank(logits, torch.tensor([1, 1])).tolist() == [0, 2]
 
 
 def test_heatmap_and_labels(model, pair):

@@ -14,13 +14,14 @@ BY_REFERENCE = {
     ],
     "ex2_patch_one": """
         from mi_course.patching import patch_residual_loop as p
-        return float(p(model, clean_ids, corrupted_ids, MARY, JOHN, [layer], [position])[0, 0])
+        from mi_course.patching import logit_diff_metric as m
+        return float(p(model, clean_ids, corrupted_ids, m(MARY, JOHN), [layer], [position])[0, 0])
         """,
     # No course function reads a heatmap: the course's answer sweeps the heatmap again with its
     # references and reads that (the whole of mi_course.patching is watched).
     "ex3_read_heatmap": """
         from mi_course import patching as p
-        grid = p.normalised(p.patch_residual_cached(model, clean_ids, corrupted_ids, MARY, JOHN, range(model.n_layers),
+        grid = p.normalised(p.patch_residual_cached(model, clean_ids, corrupted_ids, p.logit_diff_metric(MARY, JOHN), range(model.n_layers),
                                                     [FIRST, END]), clean_ld, corrupted_ld)
         return int((grid[:, -1] > 0.5).nonzero()[0]), int((grid[:, 0] > 0.5).nonzero()[-1])
         """,
@@ -34,7 +35,7 @@ BY_REFERENCE = {
         return float(logits[0, MARY] - logits[0, JOHN])
         """,
     "ex6_rank": """
-        from mi_course.patching import answer_rank as r
+        from mi_course.lens import answer_rank as r
         return int(r(logits, torch.tensor(answer_id)))
         """,
     "ex7_skip_mlp": """
@@ -53,10 +54,10 @@ BY_REFERENCE = {
         return torch.cat([torch.full((ids.shape[0], 1), BOS, dtype=ids.dtype), ids], dim=1)
         """,
         """
-        from mi_course.patching import logit_diff as ld, normalised as nm, patch_residual_loop as p
+        from mi_course.patching import logit_diff as ld, logit_diff_metric as m, normalised as nm, patch_residual_loop as p
         c, x = add_bos(clean_ids), add_bos(corrupted_ids)
         lds = [float(ld(model.hf(ids).logits, MARY, JOHN)[0]) for ids in (c, x)]
-        return float(nm(p(model, c, x, MARY, JOHN, [layer], [position])[0, 0], *lds))
+        return float(nm(p(model, c, x, m(MARY, JOHN), [layer], [position])[0, 0], *lds))
         """,
     ],
 }

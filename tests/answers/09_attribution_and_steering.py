@@ -4,8 +4,8 @@ in (HARDCODED, which must fail the hidden tests)."""
 
 BY_REFERENCE = {
     "ex1_attribution": """
-from mi_course import attribution as _attr
-return _attr.residual_attribution(model, clean_ids, corrupted_ids, _attr.logit_diff_metric(correct_id, wrong_id))
+from mi_course import attribution as _attr, patching as _pt
+return _attr.residual_attribution(model, clean_ids, corrupted_ids, _pt.logit_diff_metric(correct_id, wrong_id))
 """,
     "ex2_pearson": """
 from mi_course.attribution import pearson as _pearson
