@@ -23,7 +23,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from mi_course.grading.autograde import autograde
 from mi_course.grading.sandbox import Limits, isolation_available
-from mi_course.grading.tamper import Unreadable, read_submission
+from mi_course.grading.integrity import Unreadable, read_submission
 
 from conftest import ROOT
 from minicourse import LESSON, mini_course
@@ -550,7 +550,7 @@ def test_unreadable_submissions(data, reason):
     ("import sys\nprint('google.colab' in sys.modules)\nx = torch.zeros(3)\nif torch.x == 3: pass", None),
 ])
 def test_suspicious_code_is_flagged(source, flagged):
-    from mi_course.grading.tamper import suspicious
+    from mi_course.grading.integrity import suspicious
 
     notes = suspicious(new_notebook(cells=[new_code_cell(source)]))
     assert notes == ([f"suspicious code to review by hand: {flagged} in cell 1"] if flagged else [])

@@ -20,7 +20,7 @@ from mi_course.grading.autograde import autograde
 from mi_course.grading.release import generate
 from mi_course.grading.sandbox import Limits
 from mi_course.grading.summary import summary
-from mi_course.grading.tamper import NOTE_KEY
+from mi_course.grading.integrity import NOTE_KEY
 from mi_course.grading.written import grade_written
 
 from conftest import ROOT

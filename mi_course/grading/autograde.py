@@ -1,7 +1,7 @@
 """Grade a folder of submissions with nbgrader: bounded, isolated, tamper-aware, one row per student.
 
 For each ``submissions/<student>/`` the grader reads the notebook defensively
-(``tamper.read_submission``), restores the graded cells (``tamper.repair``),
+(``integrity.read_submission``), restores the graded cells (``integrity.repair``),
 lets nbgrader autograde it with ``sandbox.BoundedExecute`` (kernel in a
 sandbox with limits) and writes nbgrader's HTML feedback. Every student gets a
 row: ``status`` is ``graded``, ``graded (<what happened>)`` or ``error: <why>``.
@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from mi_course.course import course_root, solution_notebook
 from mi_course.grading import sandbox
 from mi_course.grading.config import nbgrader_config
-from mi_course.grading.tamper import HOLD_NOTE, Unreadable, is_test_cell, read_submission, repair, suspicious
+from mi_course.grading.integrity import HOLD_NOTE, Unreadable, is_test_cell, read_submission, repair, suspicious
 
 GRADED = "graded"
 # Status prefix of a submission that changed how later cells run (or read the interpreter's internals):

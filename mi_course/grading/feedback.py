@@ -32,7 +32,7 @@ from traitlets import default
 
 from mi_course.grading.safe_html import Sanitizer, inert_svg
 from mi_course.grading.sandbox import HELD as HELD_ENAME
-from mi_course.grading.tamper import NOTE_KEY, is_test_cell
+from mi_course.grading.integrity import NOTE_KEY, is_test_cell
 
 HIDDEN = re.compile(r"^[ \t]*#+[ \t]*BEGIN HIDDEN TESTS.*?(^[ \t]*#+[ \t]*END HIDDEN TESTS[^\n]*$|\Z)",
                     re.MULTILINE | re.DOTALL)
@@ -59,7 +59,7 @@ class HideTests(NbGraderPreprocessor):
 
 
 class GraderNotes(NbGraderPreprocessor):
-    """Before each cell the grader restored or stopped grading (``tamper.NOTE_KEY``), a note saying so."""
+    """Before each cell the grader restored or stopped grading (``integrity.NOTE_KEY``), a note saying so."""
 
     def preprocess(self, nb, resources):
         cells = []

@@ -59,7 +59,7 @@ from traitlets import Float, Instance, Integer
 
 from nbgrader.preprocessors import Execute
 
-from mi_course.grading.tamper import is_test_cell
+from mi_course.grading.integrity import is_test_cell
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
 # The ename of the error output written into cells that never ran or were cut short.

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 
 from mi_course.grading.config import nbgrader_config
-from mi_course.grading.tamper import is_test_cell
+from mi_course.grading.integrity import is_test_cell
 
 
 def validate(notebook: Path) -> dict:
