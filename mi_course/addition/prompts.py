@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mi_course.activations import hooks
 from mi_course.tokens import encode
 
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b}
@@ -315,11 +316,8 @@ def _runs(model, bases: tuple[str, ...], sources: tuple[str, ...]) -> dict:
                     inner.layers[layer].register_forward_hook(keep("block_output")),
                     inner.layers[layer].register_forward_hook(keep("in"))]
     ids = encode(model, list(bases) + list(sources))
-    try:
+    with hooks(handles):
         out, shared = shared_prefix_forward(model, ids, logits_to_keep=1)
-    finally:
-        for handle in handles:
-            handle.remove()
     out.cache.batch_select_indices(torch.arange(n))
 
     def joined(key, values):  # the shared tokens' run (first half, one row) joined to the rest's, per layer
@@ -396,14 +394,11 @@ def patch_digit_probs(model, bases: list[str], sources: list[str], layers, posit
     x = runs["in"][0][:0, start:]
     handles = [patch(layers[i], k * group) for k, i in enumerate(order)]
     handles += [frozen(l) for l in range(layers[order[0]], model.n_layers) if freeze_mlps]
-    try:
+    with hooks(handles):
         for l in range(layers[order[0]], model.n_layers):
             new = [runs["in"][l][:, start:].repeat_interleave(repeat, 0) for i in order if layers[i] == l]
             x = torch.cat([x, *new])  # rows patched at layer l start from the base's residual entering it
             x = inner.layers[l](x, attention_mask=mask, position_embeddings=position_embeddings, cache=cache)
-    finally:
-        for handle in handles:
-            handle.remove()
     digits = digit_token_ids(model)  # only the digits' logits: the whole vocabulary would cost more than the sweep
     head = model.hf.lm_head
     logits = torch.nn.functional.linear(inner.norm(x[:, -1]), head.weight[digits], None if head.bias is None else head.bias[digits])
