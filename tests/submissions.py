@@ -9,6 +9,11 @@ solution cells) between it and the previous test cell. Three ways to get one wro
   (the visible example's answer typed in) where it has one;
 - ``reference``: the lesson's ``BY_REFERENCE`` answer, a call to the course's own reference
   (imported under an alias), from ``tests/answers/<lesson>.py``.
+
+Cells the suite adds or marks carry ``SUITE`` in their metadata (the grader keeps an ungraded
+cell's metadata): ``after a wrong answer`` on the cells of an exercise answered wrongly (they may
+fail: they run the wrong answer), ``retest <grade_id>`` on the copy of a test cell that
+``with_reference_retests`` runs on the by-reference answer.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from mi_course.grading.autograde import is_test_cell
 from conftest import ROOT
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+SUITE = "mi_course_suite"
+AFTER_WRONG = "after a wrong answer"
+RETEST = "retest "
+OWN_WORK_FAILURE = "calls the course's own reference"
 
 WRONG_HELPER = '''
 def _deliberately_wrong(value):
@@ -131,8 +140,11 @@ def wrong_notebook(lesson: str, plan: dict[str, str]):
     nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
     by_reference, hardcoded = answers(lesson)
     nb = copy.deepcopy(nb)
+    test_index = {cell.metadata.get("nbgrader", {}).get("grade_id"): i for i, cell in enumerate(nb.cells)}
     for test_id, cells in exercises(nb):
         how = plan.get(test_id)
+        for i in range(min(cells), test_index[test_id]) if how and cells else []:
+            nb.cells[i].metadata[SUITE] = AFTER_WRONG
         for i in cells if how else []:
             cell = nb.cells[i]
             answer_id = cell.metadata.nbgrader["grade_id"]
@@ -153,8 +165,50 @@ def wrong_notebook(lesson: str, plan: dict[str, str]):
     return nb
 
 
+def with_reference_retests(lesson: str):
+    """The released notebook, untouched, with after each test cell: its exercise's answer cells
+    answered by the course's own reference (``BY_REFERENCE``), then the test cell again as the
+    grader runs it (hidden tests included), ungraded and marked ``retest <grade_id>``. Its graded
+    cells score what the release scores (each retest runs after the test it copies, with the
+    reference values the failed test supplied); each retest must fail with the check on the
+    student's own work."""
+    solution = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    released = nbformat.read(ROOT / "lessons" / lesson / f"{lesson}.ipynb", as_version=4)
+    by_reference, _ = answers(lesson)
+    retests = {}
+    for test_id, cells in exercises(solution):
+        added = []
+        for i in cells:
+            answer_id = solution.cells[i].metadata.nbgrader["grade_id"]
+            assert answer_id in by_reference, f"{lesson}/{answer_id}: tests/answers/{lesson}.py has no BY_REFERENCE answer"
+            added.append(nbformat.v4.new_code_cell(_replace_regions(solution.cells[i].source, _as_list(by_reference[answer_id]))))
+        test = next(c for c in solution.cells if c.metadata.get("nbgrader", {}).get("grade_id") == test_id)
+        added.append(nbformat.v4.new_code_cell(test.source, metadata={SUITE: RETEST + test_id}))
+        retests[test_id] = added
+    nb = copy.deepcopy(released)
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        cells += retests.pop(cell.metadata.get("nbgrader", {}).get("grade_id"), []) if is_test_cell(cell) else []
+    assert not retests, f"{lesson}: test cells missing from the release: {sorted(retests)}"
+    nb.cells = cells
+    return nb
+
+
+def errors(cell) -> list[str]:
+    """The error outputs of an executed cell, as ``ename: evalue``."""
+    return [f"{o.get('ename')}: {o.get('evalue')}" for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
 def _as_list(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
+
+
+def wrong_answer_ids(lesson: str, plan: dict[str, str]) -> list[str]:
+    """grade_ids of the answer cells that ``wrong_notebook(lesson, plan)`` answers wrongly (the
+    grader restores their nbgrader metadata, so they are known by id, not by ``SUITE``)."""
+    nb = nbformat.read(ROOT / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    return [nb.cells[i].metadata.nbgrader["grade_id"] for test_id, cells in exercises(nb) if test_id in plan for i in cells]
 
 
 def answer_ids(lesson: str) -> list[str]:

@@ -3,17 +3,17 @@ of the solution, the solution earns full marks on every autograded cell, and the
 untouched released notebook earns zero on every one."""
 
 import json
-import shutil
 
 import nbformat
 import pytest
 
 from mi_course.course import HEADER_TAG, header_cells, lesson_names
-from mi_course.grading.autograde import autograde, autograded_cells
+from mi_course.grading.autograde import autograde, autograded_cells, is_test_cell
 from mi_course.grading.release import generate
 
 from conftest import ROOT
-from submissions import answer_ids, answers, wrong_notebook
+from submissions import (AFTER_WRONG, OWN_WORK_FAILURE, RETEST, SUITE, answer_ids, answers, errors,
+                         with_reference_retests, wrong_answer_ids, wrong_notebook)
 
 LESSONS = lesson_names(ROOT)
 
@@ -59,15 +59,13 @@ def test_released_notebook_is_generated_from_solution(lesson, tmp_path):
 
 def _plans(lesson: str) -> dict[str, dict[str, str]]:
     """Submissions graded per lesson besides the release, as ``name -> {test grade_id: how it is
-    answered}``: odd exercises wrong and the even ones right, the reverse (wrong answers raise
-    and return wrong values in turn), and every exercise answered by calling the course's own
-    reference. Four submissions, two rounds with two workers."""
+    answered}``: odd exercises wrong and the even ones right, and the reverse (wrong answers raise
+    and return wrong values in turn)."""
     tests = list(autograded_cells(lesson))
     odd, even = tests[0::2], tests[1::2]
     return {
         "odd_wrong": {t: ("raise", "value")[i % 2] for i, t in enumerate(odd)},
         "even_wrong": {t: ("value", "raise")[i % 2] for i, t in enumerate(even)},
-        "by_reference": {t: "reference" for t in tests},
     }
 
 
@@ -79,17 +77,21 @@ def test_every_answer_cell_has_a_by_reference_answer():
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
     """Every exercise's solution earns full marks and the released notebook zero; an exercise
-    answered wrongly (raising, or returning a wrong value) or by calling the course's own
-    reference earns zero and costs no other exercise: with the odd exercises wrong the even ones
-    earn full marks (the solution's), and the reverse. The executed setup cell shows no widget."""
+    answered wrongly (raising, or returning a wrong value) earns zero and costs no other exercise:
+    with the odd exercises wrong the even ones earn full marks (the solution's), and the reverse.
+    Answered by calling the course's own reference, every exercise's test fails on the check of
+    the student's own work (each test cell run again on that answer, in the release's kernel
+    after the test itself). No cell the lesson runs for its prose (its claims are asserted there)
+    fails, except those that run a wrong answer. Three submissions, graded in one batch with two
+    workers; the executed setup cell shows no widget."""
     exercises = autograded_cells(lesson)
     assert exercises, f"{lesson} has no autograded test cells"
-    (tmp_path / "released").mkdir()
-    shutil.copy(ROOT / "lessons" / lesson / f"{lesson}.ipynb", tmp_path / "released" / f"{lesson}.ipynb")
     plans = _plans(lesson)
-    for student, plan in plans.items():
+    notebooks = {"released": with_reference_retests(lesson)}
+    notebooks |= {student: wrong_notebook(lesson, plan) for student, plan in plans.items()}
+    for student, nb in notebooks.items():
         (tmp_path / student).mkdir()
-        nbformat.write(wrong_notebook(lesson, plan), tmp_path / student / f"{lesson}.ipynb")
+        nbformat.write(nb, tmp_path / student / f"{lesson}.ipynb")
     work = tmp_path / ".work"  # a dot: not a student folder
     # no CSV, so no feedback pages: they cost time and are tested on the mini lesson
     results = {r.student: r for r in autograde(lesson, tmp_path, work_dir=work, jobs=2)}
@@ -107,6 +109,20 @@ def test_each_exercise_is_graded_on_its_own(lesson, tmp_path):
         if diff:
             wrong[student] = diff
     assert not wrong, f"{lesson}: exercises scored (got, expected, how answered) where they should not: {wrong}"
+
+    graded = {student: nbformat.read(work / "autograded" / student / lesson / f"{lesson}.ipynb", as_version=4)
+              for student in notebooks}
+    retests = {c.metadata[SUITE][len(RETEST):]: errors(c) for c in graded["released"].cells
+               if c.metadata.get(SUITE, "").startswith(RETEST)}
+    assert set(retests) == set(exercises), f"{lesson}: retests missing from the graded release: {set(exercises) - set(retests)}"
+    escaped = {k: e or "passed" for k, e in retests.items() if not any(OWN_WORK_FAILURE in line for line in e)}
+    assert not escaped, f"{lesson}: answered by the course's own reference, these tests did not fail on own work: {escaped}"
+    answered_wrong = {student: set(wrong_answer_ids(lesson, plan)) for student, plan in plans.items()}
+    failing = {student: [(i, errors(c)) for i, c in enumerate(nb.cells) if c.cell_type == "code" and errors(c)
+                         and not is_test_cell(c) and c.metadata.get(SUITE) != AFTER_WRONG
+                         and c.metadata.get("nbgrader", {}).get("grade_id") not in answered_wrong[student]]
+               for student, nb in graded.items() if student in plans}
+    assert not any(failing.values()), f"{lesson}: cells failed that should not (cell index, errors): {failing}"
     _assert_setup_cell_has_no_widget(work / "autograded" / "released" / lesson / f"{lesson}.ipynb")
 
 
