@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from mi_course.patching import Metric, head_dim
+from mi_course.ablation import head_dim
+from mi_course.patching import Metric
 
 
 def residual_attribution(model, clean_ids, corrupted_ids, metric: Metric) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Causal interventions: activation patching, interchange interventions, head ablation, layer skipping.
+"""Causal interventions: activation patching and interchange interventions (nnsight, pyvene).
 
 A *clean* prompt and a *corrupted* prompt of the same token length differ in the
 detail that decides the answer. Patching an activation from the clean run into the
@@ -7,7 +7,8 @@ activation carries that detail.
 
 Shapes: ``ids`` are ``[batch, pos]``; logits ``[batch, pos, vocab]``; a residual
 cache ``[n_layers, pos, d_model]``. For SmolLM2 the tokenizer adds no BOS, so
-position 0 is the prompt's first token.
+position 0 is the prompt's first token. Head ablation is in :mod:`mi_course.ablation`, layer
+skipping in :mod:`mi_course.skipping`.
 """
 
 from __future__ import annotations
@@ -79,12 +80,6 @@ def first_difference(clean_ids: torch.Tensor, corrupted_ids: torch.Tensor) -> in
 
 
 # --- activation patching with nnsight -----------------------------------------------------------
-
-
-def residual_cache(model, ids: torch.Tensor) -> torch.Tensor:
-    """Every decoder layer's output (the residual stream after layer l): ``[1, pos]`` -> ``[n_layers, pos, d_model]``
-    (lesson 2's :func:`mi_course.activations.residual_stream`)."""
-    return residual_stream(model, ids)
 
 
 @contextmanager
@@ -240,97 +235,6 @@ def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, po
         {"input_ids": corrupted_ids}, [{"input_ids": clean_ids}], {"sources->base": ([[[position]]], [[[position]]])}
     )
     return out.logits.detach().clone()
-
-
-# --- head ablation ------------------------------------------------------------------------------
-
-
-def head_dim(model) -> int:
-    """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2;
-    ``config.head_dim`` where the model sets it)."""
-    return architecture.heads(model.config)[2]
-
-
-def mean_head_inputs(model, ids: torch.Tensor) -> torch.Tensor:
-    """Mean of every layer's ``o_proj`` input at the last position over prompts: ``[batch, pos]`` -> ``[n_layers, d_model]``.
-
-    The ``o_proj`` input is the concatenation of the query heads' outputs (with GQA,
-    each query head still has its own slice, even though heads share keys and values).
-    """
-    lm = model.nnsight
-    with lm.trace(ids):
-        means = [layer.self_attn.o_proj.input[:, -1].mean(0) for layer in lm.model.layers].save()
-    return torch.stack(list(means))
-
-
-def ablate_heads(model, ids, heads, mean: torch.Tensor | None = None, batch_size: int = 128) -> torch.Tensor:
-    """Last-position logits ``[len(heads), vocab]``, row r with head ``heads[r] = (layer, head)`` ablated.
-
-    The head's slice of the ``o_proj`` input at the last position is replaced by zeros, or by
-    ``mean[layer]``'s slice (``[n_layers, d_model]``, from :func:`mean_head_inputs`). Earlier
-    positions are not touched, so they run once and every row reuses their keys and values:
-    each row then costs one token of compute.
-    """
-    d_head, layers = head_dim(model), architecture.layers(model.hf)
-    heads = list(heads)
-    out = []
-    for start in range(0, len(heads), batch_size):
-        chunk = heads[start : start + batch_size]
-        cache = model.hf(ids[:, :-1], use_cache=True).cache
-        cache.batch_repeat_interleave(len(chunk))
-
-        def ablate(layer):
-            def hook(module, args):
-                x = args[0].clone()  # [rows, 1, d_model]: the query heads' outputs at the last position
-                for r, (l, h) in enumerate(chunk):
-                    if l == layer:
-                        cols = slice(h * d_head, (h + 1) * d_head)
-                        x[r, :, cols] = 0.0 if mean is None else mean[layer, cols]
-                return (x,)
-
-            return hook
-
-        with hooks([architecture.out_proj(layers[l]).register_forward_pre_hook(ablate(l)) for l in {h[0] for h in chunk}]):
-            logits = model.hf(ids[:, -1:].expand(len(chunk), 1), cache=cache).logits
-        out.append(logits[:, -1])
-    return torch.cat(out)
-
-
-# --- layer and sublayer skipping ----------------------------------------------------------------
-
-
-def skip_logits(model, ids, skips) -> torch.Tensor:
-    """Last-position logits ``[len(skips), batch, vocab]``, one row of skips per run.
-
-    ``skips`` is a list of runs, each a list of ``(layer, part)`` with part ``"block"``
-    (the layer's output becomes its input), ``"attn"`` or ``"mlp"`` (that sublayer adds
-    nothing to the residual stream).
-    """
-    lm = model.nnsight
-    batch = ids.shape[0]
-    runs = [list(s) for s in skips]
-    big = ids.repeat(len(runs), 1)
-    with lm.trace(big, logits_to_keep=1):
-        for layer in range(model.n_layers):
-            block = lm.model.layers[layer]
-            block_rows = _rows(runs, layer, "block", batch)
-            if block_rows:
-                skipped = block.input[block_rows].clone()  # read first: nnsight visits modules in forward order
-            attn_rows = _rows(runs, layer, "attn", batch)
-            if attn_rows:
-                block.self_attn.output[0][attn_rows] = 0.0
-            mlp_rows = _rows(runs, layer, "mlp", batch)
-            if mlp_rows:
-                block.mlp.output[mlp_rows] = 0.0
-            if block_rows:
-                block.output[block_rows] = skipped
-        logits = lm.lm_head.output.save()
-    return logits[:, -1].reshape(len(runs), batch, -1)
-
-
-def _rows(runs, layer: int, part: str, batch: int) -> list[int]:
-    """Batch rows of the runs that skip ``part`` of ``layer`` (each run has ``batch`` rows)."""
-    return [r * batch + b for r, run in enumerate(runs) if (layer, part) in run for b in range(batch)]
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from mi_course import architecture
-from mi_course.patching import head_dim
+from mi_course.ablation import head_dim
 
 AFTER_FIRST = slice(1, None)
 """Every position but the first: the first token's residual is huge in SmolLM2 (an attention sink),

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from mi_course import activations, architecture, attribution, circuits, lens, probing, saes, steering
+from mi_course import ablation, activations, architecture, attribution, circuits, lens, probing, saes, skipping, steering
 from mi_course import patching as pt
 from mi_course.models import CourseModel, embedded_model_dir, load_model, prepare_embedded
 from mi_course.tokens import encode
@@ -151,7 +151,7 @@ def test_cached_and_batched_sweeps_equal_the_loop(model, ids):
 
 def by_hand_ablation(model, ids, layer, head, value):
     """Last-position logits with ``(layer, head)``'s slice of the ``o_proj`` input at the last position set to ``value``."""
-    d = pt.head_dim(model)
+    d = ablation.head_dim(model)
 
     def hook(module, args):
         x = args[0].clone()
@@ -168,23 +168,23 @@ def by_hand_ablation(model, ids, layer, head, value):
 def test_head_ablation_equals_ablation_by_hand(model, ids):
     clean, corrupted = ids
     heads = [(0, 1), (1, 3)]
-    own = pt.mean_head_inputs(model, clean)  # a batch of one: the mean is the head's own output
-    assert torch.allclose(pt.ablate_heads(model, clean, heads, own), logits_of(model, clean)[:, -1].expand(2, -1),
+    own = ablation.mean_head_inputs(model, clean)  # a batch of one: the mean is the head's own output
+    assert torch.allclose(ablation.ablate_heads(model, clean, heads, own), logits_of(model, clean)[:, -1].expand(2, -1),
                           atol=ATOL)
-    mean = pt.mean_head_inputs(model, torch.cat([clean, corrupted]))
-    d = pt.head_dim(model)
-    ablated = pt.ablate_heads(model, clean, heads, mean)
+    mean = ablation.mean_head_inputs(model, torch.cat([clean, corrupted]))
+    d = ablation.head_dim(model)
+    ablated = ablation.ablate_heads(model, clean, heads, mean)
     for r, (layer, head) in enumerate(heads):
         want = by_hand_ablation(model, clean, layer, head, mean[layer, head * d:(head + 1) * d])
         assert torch.allclose(ablated[r], want[0], atol=ATOL)
-    zeroed = pt.ablate_heads(model, clean, heads)
+    zeroed = ablation.ablate_heads(model, clean, heads)
     assert torch.allclose(zeroed[1], by_hand_ablation(model, clean, 1, 3, 0.0)[0], atol=ATOL)
 
 
 def test_skipping_nothing_equals_the_model_and_everything_the_embedding_lens(model, ids):
     clean = ids[0]
     everything = [(layer, "block") for layer in range(model.n_layers)]
-    out = pt.skip_logits(model, clean, [[], everything])
+    out = skipping.skip_logits(model, clean, [[], everything])
     assert torch.allclose(out[0], logits_of(model, clean)[:, -1], atol=ATOL)
     embed = lens.residuals_hooks(model, clean)[0, :, -1]
     assert torch.allclose(out[1], lens.lens_logits(model, embed), atol=ATOL)
@@ -195,7 +195,7 @@ def test_steering_and_attribution(model, ids):
     zero = torch.zeros(model.d_model)
     assert torch.allclose(steering.steered_logits(model, clean, zero, 1), logits_of(model, clean)[:, -1], atol=ATOL)
     inputs = attribution.head_inputs(model, clean)[:, 0]  # [n_layers, d_model]
-    d = pt.head_dim(model)
+    d = ablation.head_dim(model)
     layer = architecture.layers(model.hf)[1]
     only = torch.zeros_like(inputs[1])
     only[2 * d:3 * d] = inputs[1, 2 * d:3 * d]

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from mi_course import ablation
 from mi_course import attribution as attr
 from mi_course import patching as pt
+from mi_course.activations import residual_stream
 
 
 def test_residual_attribution_shape_zero_prefix_and_last_cell(model, pair):
@@ -24,8 +26,8 @@ def test_residual_attribution_is_the_gradient_times_the_difference(model, pair):
     clean_ids, corrupted_ids, mary, john = pair
     # A patch of 1/100 of the difference at one cell: the exact change is 1/100 of the estimate.
     layer, pos = 20, clean_ids.shape[1] - 1
-    clean = pt.residual_cache(model, clean_ids)[layer, pos]
-    corrupted = pt.residual_cache(model, corrupted_ids)[layer, pos]
+    clean = residual_stream(model, clean_ids)[layer, pos]
+    corrupted = residual_stream(model, corrupted_ids)[layer, pos]
     lm = model.nnsight
     with lm.trace(corrupted_ids):
         lm.model.layers[layer].output[0, pos] = corrupted + 0.01 * (clean - corrupted)
@@ -42,7 +44,7 @@ def test_head_attribution_matches_a_finite_difference(model, pair):
     est = attr.head_attribution(model, corrupted_ids, clean, pt.logit_diff_metric(mary, john))
     assert est.shape == (model.n_layers, model.config.num_attention_heads)
     heads = [(23, 3), (20, 0), (7, 8)]
-    small = pt.ablate_heads(model, corrupted_ids, heads, mean=corrupted + 0.01 * (clean - corrupted))
+    small = ablation.ablate_heads(model, corrupted_ids, heads, mean=corrupted + 0.01 * (clean - corrupted))
     base = float(pt.logit_diff(model.hf(corrupted_ids).logits, mary, john))
     for (layer, head), row in zip(heads, small):
         change = float(row[mary] - row[john]) - base

@@ -1,9 +1,12 @@
-"""mi_course.patching on the embedded model: batched == cached == loop, pyvene == nnsight, ablation and skipping are exact."""
+"""mi_course.patching, .ablation and .skipping on the embedded model: batched == cached == loop, pyvene == nnsight,
+ablation and skipping are exact."""
 
 import pytest
 import torch
 
+from mi_course import ablation, skipping
 from mi_course import patching as pt
+from mi_course.activations import residual_stream
 from mi_course.lens import answer_rank
 from mi_course.tokens import encode, token_id
 
@@ -50,9 +53,9 @@ def test_first_difference(pair):
         pt.first_difference(clean_ids, clean_ids)
 
 
-def test_residual_cache_matches_hidden_states(model, pair):
+def test_residual_stream_matches_hidden_states(model, pair):
     clean_ids = pair[0]
-    cache = pt.residual_cache(model, clean_ids)
+    cache = residual_stream(model, clean_ids)
     hidden = model.hf(clean_ids, output_hidden_states=True).hidden_states
     assert cache.shape == (model.n_layers, clean_ids.shape[1], model.d_model)
     assert torch.allclose(cache[3], hidden[4][0], atol=1e-5)
@@ -125,10 +128,10 @@ def test_component_layers_match_single_patches(model, pair):
 
 def test_ablate_heads_reuses_the_prefix_exactly(model, pair):
     clean_ids = pair[0]
-    lm, d = model.nnsight, pt.head_dim(model)
-    mean = pt.mean_head_inputs(model, clean_ids)
-    got_zero = pt.ablate_heads(model, clean_ids, [(23, 3), (5, 0)])
-    got_mean = pt.ablate_heads(model, clean_ids, [(23, 3)], mean=mean)
+    lm, d = model.nnsight, ablation.head_dim(model)
+    mean = ablation.mean_head_inputs(model, clean_ids)
+    got_zero = ablation.ablate_heads(model, clean_ids, [(23, 3), (5, 0)])
+    got_mean = ablation.ablate_heads(model, clean_ids, [(23, 3)], mean=mean)
     for row, (layer, head) in enumerate([(23, 3), (5, 0)]):
         with lm.trace(clean_ids):
             lm.model.layers[layer].self_attn.o_proj.input[0, -1, head * d : (head + 1) * d] = 0.0
@@ -141,11 +144,11 @@ def test_ablate_heads_reuses_the_prefix_exactly(model, pair):
 def test_skip_logits(model):
     ids = encode(model, ["1 2 3 4 ", "Monday, Tuesday, Wednesday, Thursday,"])
     answers = torch.tensor([token_id(model, "5"), token_id(model, " Friday")])
-    logits = pt.skip_logits(model, ids, [[], [(0, "block")], [(4, "attn"), (4, "mlp")], [(0, "mlp")]])
+    logits = skipping.skip_logits(model, ids, [[], [(0, "block")], [(4, "attn"), (4, "mlp")], [(0, "mlp")]])
     assert logits.shape == (4, 2, model.hf.config.vocab_size)
     assert torch.allclose(logits[0], model.hf(ids).logits[:, -1], atol=1e-3)
     # skipping both sublayers of a block is skipping the block
-    block4 = pt.skip_logits(model, ids, [[(4, "block")]])[0]
+    block4 = skipping.skip_logits(model, ids, [[(4, "block")]])[0]
     assert torch.allclose(logits[2], block4, atol=1e-3)
     assert (answer_rank(logits[0], answers) == 0).all()
     assert (answer_rank(logits[1], answers) > 0).all()

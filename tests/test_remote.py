@@ -22,7 +22,7 @@ import zstandard
 from tokenizers import Tokenizer, models as tokenizer_models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
-from mi_course import activations, load_model, patching
+from mi_course import ablation, activations, load_model
 from mi_course.models import ModelNotAvailableError
 
 REPO = "test-org/tiny-llama"
@@ -207,4 +207,4 @@ def test_nnsight_helpers_need_no_local_weights(tiny_repo, network, api_key):
     model = load_model(tiny_repo, remote=True)
     with pytest.raises(Sent):  # the request went out: nothing on the way needed model.hf
         activations.attention_patterns(model, PROMPT)
-    assert patching.head_dim(model) == model.config.hidden_size // model.config.num_attention_heads
+    assert ablation.head_dim(model) == model.config.hidden_size // model.config.num_attention_heads

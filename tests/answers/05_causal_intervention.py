@@ -30,7 +30,7 @@ BY_REFERENCE = {
         return pv(model, clean_ids, corrupted_ids, layer, "attention_output", position)
         """,
     "ex5_ablate_head": """
-        from mi_course.patching import ablate_heads as ab
+        from mi_course.ablation import ablate_heads as ab
         logits = ab(model, clean_ids, [(layer, head)])
         return float(logits[0, MARY] - logits[0, JOHN])
         """,
@@ -39,7 +39,7 @@ BY_REFERENCE = {
         return int(r(logits, torch.tensor(answer_id)))
         """,
     "ex7_skip_mlp": """
-        from mi_course.patching import skip_logits as sk
+        from mi_course.skipping import skip_logits as sk
         return sk(model, ids, [[(layer, "mlp")]])[0]
         """,
     # The course has no function for this answer; the closest is its metric, pt.logit_diff.
