@@ -180,8 +180,8 @@ def _figures(report: ClassReport) -> list:
     rates.update_layout(barmode="stack", title="Students per outcome, by exercise", yaxis_title="students")
     totals = go.Figure(go.Histogram(x=[s.total for s in report.students if not s.status.startswith("error")],
                                     xbins=dict(start=-0.5, end=report.max_points + 0.5, size=1)))
-    totals.update_layout(title=f"Autograded totals (out of {report.max_points:g})", xaxis_title="points",
-                         yaxis_title="students")
+    totals.update_layout(title=f"Totals graded so far, autograded and hand-marked (out of {report.max_points:g})",
+                         xaxis_title="points", yaxis_title="students")
     return [rates, totals]
 
 
@@ -209,7 +209,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} ul{{margin:0;p
 <table><tr><th>exercise</th><th>points</th><th>full</th><th>partial</th><th>zero</th><th>awaiting manual</th>
 <th>mean</th><th>most common failures</th></tr>{''.join(rows)}</table>
 <h2>Students</h2>
-<table><tr><th>student</th><th>autograded total</th><th>points awaiting manual grading</th><th>status</th></tr>
+<table><tr><th>student</th><th>total graded so far</th><th>points awaiting manual grading</th><th>status</th></tr>
 {students}</table></body></html>
 """
 
