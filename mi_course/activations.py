@@ -1,5 +1,5 @@
 """Activations captured with nnsight: the residual stream after each decoder layer,
-attention patterns, and the plots that show them.
+attention patterns, and the parameter budget (figures: :mod:`mi_course.plotting`).
 
 With transformers 5 a decoder layer returns a plain tensor ``[batch, pos, d_model]``
 (older code indexed ``output[0]``); an attention module still returns a tuple
@@ -131,31 +131,3 @@ def parameter_groups(hf_model) -> dict[str, int]:
     for p in hf_model.parameters():
         groups[kind[id(p)]] += p.numel()
     return groups
-
-
-def plot_by_layer(curves: dict, title: str, yaxis: str = "cosine similarity"):
-    """A plotly line chart of per-layer values: ``curves`` maps a name to ``[n_layers]`` values."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, values in curves.items():
-        values = torch.as_tensor(values).tolist()
-        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title="layer", yaxis_title=yaxis, template="simple_white",
-                      width=750, height=420)
-    return fig
-
-
-def plot_attention(pattern: torch.Tensor, tokens: list[str], title: str = "attention pattern"):
-    """A plotly heatmap of one head's pattern ``[q, k]``: rows are the attending (query)
-    tokens, columns the attended-to (key) tokens; whitespace in ``tokens`` is made visible
-    (:func:`mi_course.tokens.token_label`)."""
-    import plotly.express as px
-
-    from mi_course.tokens import token_label
-
-    labels = [f"{i} {token_label(t)}" for i, t in enumerate(tokens)]
-    fig = px.imshow(pattern.detach().cpu().float(), x=labels, y=labels, zmin=0, zmax=1,
-                    color_continuous_scale="Blues", labels={"x": "key (attended to)", "y": "query"})
-    fig.update_layout(title=title, width=620, height=620)
-    return fig

@@ -19,7 +19,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from mi_course import architecture
+from mi_course import architecture, plotting
 from mi_course.activations import hooks
 from mi_course.tokens import token_label
 
@@ -178,29 +178,13 @@ def lens_grid(model, ids: torch.Tensor, positions=None) -> tuple[torch.Tensor, t
 
 
 def lens_heatmap(model, ids: torch.Tensor, positions=None, title: str = "Logit lens") -> go.Figure:
-    """Plotly heatmap (lens layer x position): colour = top token's probability, text = the token
-    (whitespace made visible by :func:`mi_course.tokens.token_label`: a bare space reads ``␣``)."""
+    """Heatmap (lens layer x position, layer 0 at the bottom): colour = top token's probability, text = the
+    token, whitespace made visible (:func:`mi_course.plotting.heatmap`: a bare space reads ``␣``)."""
     positions = list(range(ids.shape[1])) if positions is None else list(positions)
     top, probs = lens_grid(model, ids, positions)
-    tok = model.tokenizer
-    text = [[token_label(tok.decode([int(t)])) for t in row] for row in top]
-    columns = [f"{p}: {token_label(tok.decode([int(ids[0, p])]))}" for p in positions]
-    fig = go.Figure(go.Heatmap(z=probs.numpy(), x=columns, y=list(range(top.shape[0])), text=text,
-                               texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
-                               colorbar={"title": "p(top)"}))
-    fig.update_layout(title=title, xaxis_title="position: input token", yaxis_title="lens layer",
-                      height=700, width=max(500, 110 * len(positions)))
-    return fig
-
-
-def contributions_figure(embed: float, attn, mlp, title: str = "Direct logit attribution") -> go.Figure:
-    """Plotly bar chart of direct contributions by layer: attention and MLP side by side, plus the embeddings."""
-    layers = list(range(len(attn)))
-    fig = go.Figure([
-        go.Bar(x=layers, y=[float(a) for a in attn], name="attention"),
-        go.Bar(x=layers, y=[float(m) for m in mlp], name="MLP"),
-        go.Bar(x=[-1], y=[float(embed)], name="embeddings"),
-    ])
-    fig.update_layout(title=title, barmode="group", xaxis_title="layer (-1 = embeddings)",
-                      yaxis_title="contribution to the logit difference")
-    return fig
+    text = [[token_label(model.tokenizer.decode([int(t)])) for t in row] for row in top]
+    fig = plotting.heatmap(probs, plotting.position_labels(model, ids, positions), list(range(top.shape[0])), title,
+                           label="p(top)", text=text, zrange=(0, 1))
+    fig.update_yaxes(autorange=True)  # lens layers read upwards, as the residual stream flows
+    return fig.update_layout(xaxis_title="position: input token", yaxis_title="lens layer",
+                             height=700, width=max(500, 110 * len(positions)))

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 
-import plotly.express as px
 import torch
 from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
 from mi_course import architecture
 from mi_course.activations import hooks, residual_stream
-from mi_course.tokens import encode, str_tokens, token_id, token_label
+from mi_course.tokens import encode, str_tokens, token_id
 
 COMPONENTS = ("block_output", "mlp_output", "attention_output")
 
@@ -235,30 +234,3 @@ def pyvene_patch(model, clean_ids, corrupted_ids, layer: int, component: str, po
         {"input_ids": corrupted_ids}, [{"input_ids": clean_ids}], {"sources->base": ([[[position]]], [[[position]]])}
     )
     return out.logits.detach().clone()
-
-
-# --- plots --------------------------------------------------------------------------------------
-
-
-def position_labels(model, ids: torch.Tensor, positions) -> list[str]:
-    """Unique axis labels ``"9: ␣John"`` for ``positions`` of ``ids`` (``[1, pos]``), whitespace made
-    visible by :func:`mi_course.tokens.token_label`."""
-    return [f"{p}: {token_label(model.tokenizer.decode([int(ids[0, p])]))}" for p in positions]
-
-
-def heatmap(values: torch.Tensor, x: list, y: list, title: str, zmid: float = 0.0, label: str = "value"):
-    """A plotly heatmap of ``[len(y), len(x)]`` values: red-white-blue centred at ``zmid`` when they
-    lie on both sides of it, else one sequential scale (darker = further from ``zmid``)."""
-    grid = values.detach().cpu().float().numpy()
-    signed = bool((grid < zmid).any() and (grid > zmid).any())
-    scale = "RdBu" if signed else ("Blues" if (grid >= zmid).all() else "Reds_r")
-    return px.imshow(
-        grid,
-        x=[str(v) for v in x],
-        y=[str(v) for v in y],
-        color_continuous_scale=scale,
-        color_continuous_midpoint=zmid if signed else None,
-        aspect="auto",
-        labels={"color": label},
-        title=title,
-    )

@@ -269,17 +269,3 @@ def steered_logits_many(model, prompts: list[str], layer: int, directions: torch
             x = later(x, attention_mask=mask4d.repeat(n, 1, 1)[:, None], position_embeddings=(cos, sin))
         logits = hf.lm_head(hf.model.norm(x[rows, last.repeat(n)]))  # [n * batch, vocab]
     return logits.reshape(n, batch, -1).float().cpu()
-
-
-def plot_accuracy_by_layer(curves: dict[str, np.ndarray], chance: float | None = None, title: str = ""):
-    """A plotly figure of accuracy per layer, one line per named curve."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, values in curves.items():
-        fig.add_trace(go.Scatter(x=list(range(len(values))), y=list(values), mode="lines+markers", name=name))
-    if chance is not None:
-        fig.add_hline(y=chance, line_dash="dot", annotation_text="chance")
-    fig.update_layout(title=title, xaxis_title="layer (output of decoder layer l)",
-                      yaxis_title="test accuracy", yaxis_range=[0, 1.02], height=380)
-    return fig

@@ -11,8 +11,6 @@ from mi_course.activations import (
     eager_attention,
     parameter_budget,
     parameter_groups,
-    plot_attention,
-    plot_by_layer,
     positions_of,
     previous_token_scores,
     residual_stream,
@@ -87,14 +85,6 @@ def test_eager_attention_switches_and_restores_after_an_error(model):
         assert model.hf.config._attn_implementation == "sdpa"
     finally:
         model.hf.set_attn_implementation(before)
-
-
-def test_plots_build():
-    fig = plot_by_layer({"a": [0.1, 0.2], "b": torch.tensor([0.3, 0.4])}, "t")
-    assert [trace.name for trace in fig.data] == ["a", "b"]
-    heat = plot_attention(torch.eye(3), ["x", " y", "\n"])
-    assert heat.data[0].z.shape == (3, 3)
-    assert list(heat.data[0].x) == ["0 x", "1 ␣y", "2 ↵"], "whitespace tokens are labelled visibly"
 
 
 def test_change_by_position_is_zero_before_the_edit(model):

@@ -140,5 +140,3 @@ def test_figures(model, ids):
     arith = encode(model, "122 + 125 = 247; 161 + 224 =")
     cells = lens.lens_heatmap(model, arith, positions=[arith.shape[1] - 1]).data[0].text
     assert cells[-1][0] == "␣" and all(row[0].strip() for row in cells)
-    bars = lens.contributions_figure(0.1, [1.0, 2.0], [3.0, -1.0])
-    assert [trace.name for trace in bars.data] == ["attention", "MLP", "embeddings"]

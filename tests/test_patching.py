@@ -157,17 +157,3 @@ def test_skip_logits(model):
 def test_answer_rank():
     logits = torch.tensor([[0.5, 3.0, -1.0], [1.0, 0.0, 2.0]])
     assert answer_rank(logits, torch.tensor([1, 1])).tolist() == [0, 2]
-
-
-def test_heatmap_and_labels(model, pair):
-    labels = pt.position_labels(model, pair[0], [9, 13])
-    assert labels == ["9: ␣John", "13: ␣to"]
-    fig = pt.heatmap(torch.zeros(3, 2), labels, [0, 1, 2], "t")
-    assert fig.data[0].z.shape == (3, 2)
-
-
-def test_heatmap_is_diverging_only_for_signed_values():
-    signed = pt.heatmap(torch.tensor([[-1.0, 2.0]]), ["a", "b"], [0], "signed")
-    damage = pt.heatmap(torch.tensor([[0.0, 2.0]]), ["a", "b"], [0], "non-negative")
-    assert signed.layout.coloraxis.cmid == 0.0 and signed.layout.coloraxis.colorscale[0][1] == "rgb(103,0,31)"
-    assert damage.layout.coloraxis.cmid is None and damage.layout.coloraxis.colorscale[0][1] == "rgb(247,251,255)"

@@ -138,8 +138,3 @@ def test_steered_logits_many_equals_one_at_a_time(model):
     assert many.shape == (2, 3, len(model.tokenizer)) and (many - one).abs().max() < 1e-3
     clean = probing.steered_logits_many(model, few, 7, torch.zeros(1, model.d_model), 30.0, pos)[0]
     assert (clean - probing.steered_logits(model, few, 0, torch.zeros(model.d_model), 0.0)).abs().max() < 1e-3
-
-
-def test_plot_accuracy_by_layer():
-    fig = probing.plot_accuracy_by_layer({"task": np.array([0.5, 0.9]), "control": np.array([0.4, 0.5])}, chance=0.25)
-    assert [t.name for t in fig.data] == ["task", "control"] and list(fig.data[0].y) == [0.5, 0.9]
