@@ -131,6 +131,25 @@ def skip_set_logits(model, ids: torch.Tensor, sets) -> torch.Tensor:
     return unembed(model, x[:, -1]).reshape(len(sets), batch, -1)
 
 
+def sublayer_norms(layer) -> list[torch.nn.Module]:
+    """The norms inside a decoder layer, in order: before attention, then before the MLP
+    (``input_layernorm`` / ``post_attention_layernorm``; GPT-2's ``ln_1`` / ``ln_2``)."""
+    return [m for m in layer.children() if "Norm" in type(m).__name__]
+
+
+def without_normalization(model, ids: torch.Tensor, norms) -> torch.Tensor:
+    """Last-position logits ``[batch, vocab]`` with each norm in ``norms`` reduced to its gain (and bias): its
+    input ``x`` ``[..., d_model]`` becomes ``x * gain + bias`` instead of ``x / rms(x) * gain + bias`` (LayerNorm:
+    no centring either). What the seed's "skip the layer norm" does on a model whose norm weights are folded
+    into the next layer."""
+
+    def gain_only(norm):
+        return norm.register_forward_hook(lambda m, args, out: args[0] * architecture.norm_gain(m) + architecture.norm_bias(m))
+
+    with hooks([gain_only(n) for n in norms]):
+        return model.hf(ids, logits_to_keep=1).logits[:, -1]
+
+
 def head_outputs(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What each attention head writes into the residual stream at the last position, and the final residual.
 

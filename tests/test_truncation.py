@@ -101,6 +101,26 @@ def test_successor_scores_and_attribution_add_up(embedded):
     assert torch.allclose(scores, tr.head_logit_attribution(embedded, ids, nexts) - tr.head_logit_attribution(embedded, ids, currents))
 
 
+def test_without_normalization(small):
+    ids = _ids(small)
+    full = small.hf(ids).logits[:, -1]
+    layers = tr.architecture.layers(small.hf)
+    assert len(tr.sublayer_norms(layers[0])) == 2
+    assert torch.allclose(tr.without_normalization(small, ids, []), full, atol=ATOL), "no norm touched: the model"
+    changed = tr.without_normalization(small, ids, tr.sublayer_norms(layers[0]))
+    assert not torch.allclose(changed, full, atol=1e-3)
+
+
+def test_final_norm_without_normalization_keeps_ranks(embedded):
+    """RMSNorm's normalization only scales each position: without it the logits are proportional."""
+    ids = _ids(embedded)
+    full = embedded.hf(ids).logits[:, -1]
+    plain = tr.without_normalization(embedded, ids, [tr.architecture.final_norm(embedded.hf)])
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    assert torch.allclose(unit(plain), unit(full), atol=1e-5), "one positive factor per prompt"
+    assert torch.equal(plain.argmax(-1), full.argmax(-1))
+
+
 def test_smallest_k_and_ranges():
     ranks = torch.tensor([[5, 3, 1], [0, 2, 1], [1, 0, 1], [0, 0, 2]])
     assert tr.smallest_k(ranks) == [1, 2, None]
