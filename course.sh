@@ -61,7 +61,7 @@ case "$action" in
         export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
         # two workers (pytest-xdist): the lessons' grading tests spread over both, every other
         # module stays on one (tests/conftest.py); `./course.sh test -n 0` runs in one process
-        exec "$PY" -m pytest -n 2 --dist loadgroup "$@" ;;
+        exec "$PY" -m pytest -n 2 --dist loadgroup --no-loadscope-reorder "$@" ;;
     setup)
         echo "==> ready: ./course.sh lab" ;;
 esac

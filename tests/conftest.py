@@ -18,11 +18,26 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 for _name in ("MI_COURSE_MODEL", "MI_COURSE_REMOTE", "MI_COURSE_DEVICE"):
     os.environ.pop(_name, None)
 
-# The lessons' grading tests take most of the suite's time: they run first, and under
-# pytest-xdist (`--dist loadgroup`, as `./course.sh test` runs the suite) they spread over
-# the workers one by one, while every other module stays whole on one worker (its
-# module-scoped fixtures, such as a graded batch, are built once).
+# The lessons' grading tests take most of the suite's time. Under pytest-xdist (`-n 2 --dist
+# loadgroup --no-loadscope-reorder`, as `./course.sh test` runs the suite) they run first, heaviest
+# first, each on its own, and every other module then stays whole on one worker (its
+# module-scoped fixtures, such as a graded batch, are built once), heaviest first: the longest
+# jobs start early and the short ones fill in at the end, so neither worker waits long for the
+# other. The costs are measured (`benchmarks/run.py --only notebooks`, CPU seconds of one
+# autograded submission; `pytest --durations=0` for the modules); an order, never a threshold.
 SPREAD = "test_each_exercise_is_graded_on_its_own"
+LESSON_COST = {"06": 113, "04": 96, "05": 83, "09": 58, "03": 48, "02": 44, "08": 43, "01": 42, "10": 35, "07": 38, "11": 60}
+MODULE_COST = {"test_autograde": 420, "test_exchange": 148, "test_addition_prompts": 129, "test_cli": 90,
+               "test_manual_grading": 120, "test_models": 92, "test_gradescope": 89, "test_lessons": 86,
+               "test_lessons_on_other_models": 80, "test_addition": 39, "test_report": 33, "test_patching": 30,
+               "test_export": 26, "test_truncation": 20, "test_formgrader": 18, "test_attribution": 16,
+               "test_architectures": 16, "test_activations": 15}
+
+
+def _cost(item) -> float:
+    if getattr(item, "originalname", item.name) == SPREAD:
+        return 1e6 + LESSON_COST.get(item.callspec.params["lesson"][:2], max(LESSON_COST.values()))
+    return MODULE_COST.get(item.module.__name__, 0)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -30,7 +45,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if getattr(item, "originalname", item.name) != SPREAD:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: getattr(item, "originalname", item.name) != SPREAD)  # stable: otherwise as collected
+    items.sort(key=_cost, reverse=True)  # stable: a module's tests stay in their order
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from minicourse import LESSON as MINI, mini_course
 
 LESSON = "01_tokens_and_logits"
 
@@ -15,11 +16,15 @@ def run(*args, **env):
                           cwd=ROOT, env={**os.environ, **env}, timeout=900)
 
 
-def test_validate_exit_code_follows_the_tests():
-    ok = run("validate", f"solutions/{LESSON}/{LESSON}.ipynb")
+def test_validate_exit_code_follows_the_tests(tmp_path):
+    """On the mini lesson (the real ones are executed by tests/test_lessons.py): its solution
+    passes, its released notebook fails naming the stub's error."""
+    with mini_course(tmp_path) as course:
+        solution, released = (course / folder / MINI / f"{MINI}.ipynb" for folder in ("solutions", "lessons"))
+        ok = run("validate", str(solution))
+        bad = run("validate", str(released))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "test cell(s) passed" in ok.stdout
-    bad = run("validate", f"lessons/{LESSON}/{LESSON}.ipynb")
+    assert "2 test cell(s) passed" in ok.stdout, ok.stdout
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FAILED" in bad.stdout and "NotImplementedError" in bad.stdout
 
