@@ -37,6 +37,7 @@ from pathlib import Path
 
 import nbformat
 from tqdm.auto import tqdm
+from traitlets.config import Config
 
 from mi_course.course import course_root, solution_notebook
 from mi_course.grading import sandbox
@@ -287,6 +288,7 @@ class _Batch:
     feedback_dir: Path | None
     submissions: Path
     key: str  # the settings a stored result was graded with: limits, isolation, feedback or not
+    course: Config  # nbgrader's CourseDirectory as planned: the work folder's submitted/autograded/feedback folders, gradebook
 
 
 def _start_worker() -> None:
@@ -506,7 +508,8 @@ def _plan(lesson: str, submissions: Path, work: Path, feedback_dir: Path | None,
     box = sandbox.Sandbox(isolate=isolate, hide=_hideable(secret, [Path(p) for p in sandbox.kernel_needs()]),
                           rlimits=limits.rlimits(), writable=[])
     key = json.dumps([asdict(limits), isolate, feedback_dir is not None])
-    return _Batch(lesson, work, released, autograded_cells(lesson), limits, box, feedback_dir, submissions, key)
+    return _Batch(lesson, work, released, autograded_cells(lesson), limits, box, feedback_dir, submissions, key,
+                  config.CourseDirectory)
 
 
 def _sort_out(batch: _Batch, students: list[str], force: bool):
@@ -543,10 +546,9 @@ def _sort_out(batch: _Batch, students: list[str], force: bool):
             results[student] = StudentResult(**saved, reused=True)
         else:
             todo.append((student, parts))
-    course = _config(work, batch.limits).CourseDirectory
     for student, result in results.items():  # export reports them too; no earlier grade stays
         if student not in digests and not refused_id(student):
-            _forget(course, lesson, student)
+            _forget(batch.course, lesson, student)
         _save(work, lesson, result, digests.get(student, ""))
     reused = sum(r.reused for r in results.values())
     if reused:
