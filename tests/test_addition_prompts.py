@@ -73,11 +73,11 @@ def test_greedy_continuations_match_generate(model):
     assert ours[0].startswith(" 385")
 
 
-def test_exact_match_and_accuracy(model):
+def test_exact_match_prompts_and_accuracy(model):
     right = [SEED, ArithmeticPrompt(353, 214, ((122, 125),))]
     wrong = [ArithmeticPrompt(161, 395, ((122, 125),))]  # the model answers 346
-    assert prompts.exact_match(model, right + wrong) == [True, True, False]
-    assert prompts.accuracy_by_category(model, {"right": right, "wrong": wrong}) == {"right": 1.0, "wrong": 0.0}
+    assert prompts.exact_match_prompts(model, right + wrong) == [True, True, False]
+    assert prompts.accuracy_by_prompt_set(model, {"right": right, "wrong": wrong}) == {"right": 1.0, "wrong": 0.0}
 
 
 def test_prompt_with_shots_of_another_operation():

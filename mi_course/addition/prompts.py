@@ -136,16 +136,18 @@ def greedy_continuations(model, texts: list[str], n_tokens: int) -> list[str]:
     return [model.tokenizer.decode(row) for row in tokens]
 
 
-def exact_match(model, prompts: list[ArithmeticPrompt]) -> list[bool]:
-    """Whether greedy decoding gives each prompt's exact answer (prompts of equal token length)."""
+def exact_match_prompts(model, prompts: list[ArithmeticPrompt]) -> list[bool]:
+    """Whether greedy decoding gives each prompt's exact answer (prompts of equal token length): generated
+    continuations, read by :func:`read_answer` (the small adder's :func:`mi_course.addition.analysis.exact_match`
+    reads the argmax of its tokens instead)."""
     n_tokens = max(len(str(p.answer)) for p in prompts) + 2  # space, digits, one more to see the end
     continuations = greedy_continuations(model, [p.text for p in prompts], n_tokens)
     return [read_answer(c) == p.answer for c, p in zip(continuations, prompts)]
 
 
-def accuracy_by_category(model, categories: dict[str, list[ArithmeticPrompt]]) -> dict[str, float]:
-    """Exact-match accuracy of each category's prompts: ``{name: fraction correct}``."""
-    return {name: sum(exact_match(model, prompts)) / len(prompts) for name, prompts in categories.items()}
+def accuracy_by_prompt_set(model, prompt_sets: dict[str, list[ArithmeticPrompt]]) -> dict[str, float]:
+    """Exact-match accuracy of each named list of prompts (:func:`exact_match_prompts`): ``{name: fraction correct}``."""
+    return {name: sum(exact_match_prompts(model, prompts)) / len(prompts) for name, prompts in prompt_sets.items()}
 
 
 def digit_token_ids(model) -> list[int]:

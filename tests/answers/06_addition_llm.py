@@ -7,7 +7,7 @@ from mi_course.addition.prompts import read_answer as ra
 return ra(continuation)
 """,
     "ex2_accuracy": """
-from mi_course.addition.prompts import exact_match as em
+from mi_course.addition.prompts import exact_match_prompts as em
 return sum(em(model, prompt_list)) / len(prompt_list)
 """,
     "ex3_digit_targets": """
