@@ -27,6 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm  # plain text: a widget is blank once a saved notebook is reopened
 
+from mi_course import architecture
+
 # A few dozen cities the embedded model mostly places in the right country.
 CITIES: dict[str, list[str]] = {
     "France": ["Paris", "Lyon", "Marseille", "Toulouse", "Nice", "Bordeaux", "Lille", "Strasbourg", "Nantes"],
@@ -263,9 +265,9 @@ def steered_logits_many(model, prompts: list[str], layer: int, directions: torch
     x[rows, torch.as_tensor(positions, device=model.device).repeat(n)] += alpha * directions.to(x).repeat_interleave(batch, 0)
     sees = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None] & mask.bool()[:, None, :]  # [batch, q, k]
     mask4d = torch.zeros(sees.shape, dtype=x.dtype, device=x.device).masked_fill(~sees, float("-inf"))
-    cos, sin = hf.model.rotary_emb(x, torch.arange(T, device=x.device)[None])
+    where = torch.arange(T, device=x.device)[None]
     with torch.no_grad():
-        for later in hf.model.layers[layer + 1:]:
-            x = later(x, attention_mask=mask4d.repeat(n, 1, 1)[:, None], position_embeddings=(cos, sin))
-        logits = hf.lm_head(hf.model.norm(x[rows, last.repeat(n)]))  # [n * batch, vocab]
+        for later in range(layer + 1, model.n_layers):  # any architecture (positions, cache argument)
+            x = architecture.call_layer(hf, later, x, mask4d.repeat(n, 1, 1)[:, None], where, None)
+        logits = hf.lm_head(architecture.final_norm(hf)(x[rows, last.repeat(n)]))  # [n * batch, vocab]
     return logits.reshape(n, batch, -1).float().cpu()

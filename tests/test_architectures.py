@@ -218,6 +218,15 @@ def test_probing_and_sae_activations_match_the_residual_stream(model):
     assert torch.allclose(saes.residuals(model.hf, ids, 0)[0], activations.residual_stream(model, ids)[0], atol=ATOL)
 
 
+def test_steering_many_directions_equals_one_at_a_time(model):
+    prompts, positions = probing.country_questions(model, "Italy")
+    few, pos = prompts[:3], positions[:3]  # different lengths: a right-padded batch
+    directions = torch.randn(2, model.d_model, generator=torch.Generator().manual_seed(0))
+    many = probing.steered_logits_many(model, few, 0, directions, 3.0, pos)
+    one = torch.stack([probing.steered_logits(model, few, 0, d, 3.0, pos) for d in directions])
+    assert (many - one).abs().max() < ATOL
+
+
 def test_parameter_groups_count_every_parameter_once(model):
     groups = activations.parameter_groups(model.hf)
     assert sum(groups.values()) == sum(p.numel() for p in model.hf.parameters())
