@@ -33,7 +33,9 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SUITE = "mi_course_suite"
 AFTER_WRONG = "after a wrong answer"
 RETEST = "retest "
-OWN_WORK_FAILURE = "calls the course's own reference"
+# How a test says an answer is not the student's own: ``checks.own_work``'s message, and lesson 2's
+# exercise 5 (find a sentence of your own), whose course answer is one of the lesson's sentences.
+OWN_WORK_FAILURES = ("calls the course's own reference", "Use a sentence of your own, not one of the reference sentences")
 
 WRONG_HELPER = '''
 def _deliberately_wrong(value):
