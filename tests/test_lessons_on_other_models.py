@@ -13,7 +13,7 @@ from conftest import ROOT
 from test_architectures import tiny
 
 # The lessons made model-agnostic so far (issue 25); the README's table says the same.
-ON_ANY_MODEL = ["01_tokens_and_logits", "04_probing", "05_causal_intervention"]
+ON_ANY_MODEL = ["01_tokens_and_logits", "02_residual_stream", "03_logit_lens", "04_probing", "05_causal_intervention"]
 
 
 @pytest.fixture(scope="module")
