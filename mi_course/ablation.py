@@ -18,7 +18,6 @@ from mi_course import architecture
 from mi_course.activations import hooks
 
 
-
 def head_dim(model) -> int:
     """Width of one query head's slice of the attention's ``o_proj`` input (64 for SmolLM2;
     ``config.head_dim`` where the model sets it)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 
-
 def skip_logits(model, ids, skips) -> torch.Tensor:
     """Last-position logits ``[len(skips), batch, vocab]``, one row of skips per run.
 
