@@ -56,7 +56,7 @@ def residuals_hooks(model, ids: torch.Tensor) -> torch.Tensor:
     handles = [layers[0].register_forward_pre_hook(lambda module, args: saved.append(args[0]))]
     handles += [m.register_forward_hook(keep) for m in layers]
     with hooks(handles):
-        model.hf(ids)
+        model.hf(ids, logits_to_keep=1)  # only the residuals are kept: unembed one position, not all
     return torch.stack(saved)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from mi_course import architecture
+from mi_course import architecture, lens
 from mi_course.ablation import head_dim
 from mi_course.activations import hooks
 
@@ -49,11 +49,6 @@ def run_layer(model, layer: int, x: torch.Tensor) -> torch.Tensor:
     return architecture.call_layer(model.hf, layer, x, causal_mask(n, x.dtype, x.device), positions, None)
 
 
-def unembed(model, resid: torch.Tensor) -> torch.Tensor:
-    """Final norm, then unembedding: ``[..., d_model]`` -> ``[..., vocab]``."""
-    return model.hf.lm_head(architecture.final_norm(model.hf)(resid))
-
-
 def forward_through(model, ids: torch.Tensor, layers=None) -> torch.Tensor:
     """Logits ``[batch, pos, vocab]`` of the model run by hand through ``layers`` (indices, in that order;
     default all): embedding, each listed decoder layer, final norm, unembedding.
@@ -64,7 +59,7 @@ def forward_through(model, ids: torch.Tensor, layers=None) -> torch.Tensor:
     x = embed(model, ids)
     for layer in range(model.n_layers) if layers is None else layers:
         x = run_layer(model, int(layer), x)
-    return unembed(model, x)
+    return lens.lens_logits(model, x)
 
 
 def truncated_logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -75,7 +70,7 @@ def truncated_logits(model, ids: torch.Tensor) -> torch.Tensor:
     truncating after ``k`` layers is the final norm and unembedding of the residual after layer ``k - 1``
     (the logit lens with the final norm, at the last position).
     """
-    return unembed(model, residuals(model, ids)[:, :, -1])
+    return lens.lens_logits(model, lens.residuals_hooks(model, ids)[:, :, -1])
 
 
 def smallest_k(ranks: torch.Tensor) -> list[int | None]:
@@ -100,16 +95,6 @@ def contiguous_ranges(n_layers: int, width: int) -> list[list[int]]:
     return [list(range(start, start + width)) for start in range(n_layers - width + 1)]
 
 
-def residuals(model, ids: torch.Tensor) -> torch.Tensor:
-    """The residual stream before each layer and after the last: ``[n_layers + 1, batch, pos, d_model]``
-    (row 0 the embedding, row ``l + 1`` layer ``l``'s output, not final-normed), by forward hooks in one forward."""
-    stream = [embed(model, ids)]
-    handles = [layer.register_forward_hook(lambda m, i, o: stream.append(o)) for layer in architecture.layers(model.hf)]
-    with hooks(handles):
-        model.hf(ids, logits_to_keep=1)
-    return torch.stack(stream)
-
-
 def skip_set_logits(model, ids: torch.Tensor, sets) -> torch.Tensor:
     """Last-position logits ``[len(sets), batch, vocab]``, run ``r`` with every layer in ``sets[r]`` skipped
     (its output is its input), the others run by hand.
@@ -121,14 +106,14 @@ def skip_set_logits(model, ids: torch.Tensor, sets) -> torch.Tensor:
     """
     sets = [set(int(l) for l in s) for s in sets]
     n, batch = model.n_layers, ids.shape[0]
-    stream = residuals(model, ids)                                   # [n + 1, batch, pos, d_model]
+    stream = lens.residuals_hooks(model, ids)                        # [n + 1, batch, pos, d_model]
     start = [min(s) if s else n for s in sets]
     x = torch.cat([stream[s] for s in start])                        # [runs * batch, pos, d_model]
     for layer in range(min(start, default=n), n):
         rows = [r * batch + b for r, s in enumerate(sets) if start[r] <= layer and layer not in s for b in range(batch)]
         if rows:
             x[rows] = run_layer(model, layer, x[rows])
-    return unembed(model, x[:, -1]).reshape(len(sets), batch, -1)
+    return lens.lens_logits(model, x[:, -1]).reshape(len(sets), batch, -1)
 
 
 def sublayer_norms(layer) -> list[torch.nn.Module]:

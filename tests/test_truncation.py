@@ -76,7 +76,7 @@ def test_heads_sum_to_the_attention_output(small):
         bias = getattr(architecture.out_proj(layer), "bias", None)
         expected = out - (bias if bias is not None else 0.0)
         assert torch.allclose(parts[i].sum(0), expected, atol=ATOL), i
-    assert torch.allclose(final, tr.residuals(small, ids)[-1, :, -1], atol=ATOL)
+    assert torch.allclose(final, lens.residuals_hooks(small, ids)[-1, :, -1], atol=ATOL)
 
 
 def test_ablation_drops_match_ablate_heads(small):
