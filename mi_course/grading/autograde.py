@@ -19,6 +19,7 @@ what to grade), ``_graded`` (each submission graded by ``_grade`` with its own
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -473,10 +474,13 @@ def autograde(lesson: str, submissions: Path, csv_path: Path | None = None, *, w
         results, todo, digests = _sort_out(batch, students, force)
         with tqdm(total=len(students), initial=len(results), desc=f"autograde {lesson} (jobs={jobs})",
                   unit="student") as bar:
-            for student, result in _graded(batch, todo, jobs):
-                _save(batch.work, lesson, result, "" if result.status.startswith(RETRY) else digests[student])
-                results[student] = result
-                bar.update(1)
+            # closed however the loop ends: a Ctrl-C that lands while a result is being saved stops the
+            # workers now, rather than at exit, where the pool would first wait for their kernels
+            with contextlib.closing(_graded(batch, todo, jobs)) as graded:
+                for student, result in graded:
+                    _save(batch.work, lesson, result, "" if result.status.startswith(RETRY) else digests[student])
+                    results[student] = result
+                    bar.update(1)
         if csv_path is not None:
             export_csv(batch.work, Path(csv_path), [lesson], students, submissions=[submissions])
     return [results[student] for student in students]
